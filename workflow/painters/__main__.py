@@ -1,0 +1,5 @@
+import sys
+
+from painters.cli import main
+
+sys.exit(main())

@@ -1,0 +1,108 @@
+"""Where scores live and how they are written: one parquet per (model, plan, benchmark).
+
+Layout:  {results}/scores/{model}/{plan}/{benchmark}.parquet
+
+`model` is the user's short name for a model (a config key such as `llama2-7b`,
+or a slug of the path/id for ad-hoc runs), `plan` a plan key (`skip-N2`),
+`benchmark` an lm-eval task name. Each file holds long-format rows, one per
+(metric, filter), with the columns in SCORE_COLUMNS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+# column -> polars dtype; every score parquet has exactly these columns, in this order
+SCORE_COLUMNS: dict[str, pl.DataType] = {
+    "model": pl.String,  # short name (path component)
+    "model_id": pl.String,  # HF id or path that was loaded
+    "plan": pl.String,  # plan key, e.g. "skip-N2"
+    "variant": pl.String,
+    "N": pl.Int64,
+    "M": pl.Int64,  # affected layers; null for whole-stack and per-layer plans
+    "K": pl.Int64,
+    "seed": pl.Int64,
+    "layer": pl.Int64,
+    "percent": pl.Int64,
+    "num_layers": pl.Int64,
+    "benchmark": pl.String,  # lm-eval task name
+    "metric": pl.String,  # e.g. acc, acc_norm, perplexity, exact_match
+    "filter": pl.String,  # lm-eval filter name, e.g. "none", "strict-match"
+    "value": pl.Float64,
+    "stderr": pl.Float64,
+    "higher_is_better": pl.Boolean,
+    "random_baseline": pl.Float64,  # chance / majority score of this metric; null = not normalizable
+    "n_samples": pl.Int64,
+    "limit": pl.Float64,  # null = full benchmark
+    "num_fewshot": pl.Int64,
+    "dtype": pl.String,
+    "device": pl.String,
+    "seconds": pl.Float64,  # wall time of this plan on this benchmark
+    "painters_version": pl.String,
+    "lm_eval_version": pl.String,
+    "transformers_version": pl.String,
+    "torch_version": pl.String,
+    "timestamp": pl.Datetime("us", "UTC"),
+}
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def safe_name(name: str, what: str) -> str:
+    """Check that `name` can be one path component (and a Snakemake wildcard value)."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise ValueError(
+            f"{what} {name!r} is not usable as a file name: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def model_slug(model_path_or_id: str) -> str:
+    """A path-safe short name for a model given by path or hub id (`meta-llama/Llama-2-7b-hf` -> `Llama-2-7b-hf`)."""
+    tail = Path(model_path_or_id.rstrip("/")).name or "model"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", tail).lstrip("._-") or "model"
+
+
+def score_path(results_dir: str | os.PathLike, model: str, plan: str, benchmark: str) -> Path:
+    return (
+        Path(results_dir)
+        / "scores"
+        / safe_name(model, "model name")
+        / safe_name(plan, "plan key")
+        / f"{safe_name(benchmark, 'benchmark')}.parquet"
+    )
+
+
+def write_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
+    """Write a parquet so that `path` either does not exist or holds the whole file.
+
+    The data goes to a temporary file in the same folder (same file system), is
+    flushed to disk, and is then renamed over `path`: a process killed at any
+    moment leaves no partial file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            frame.write_parquet(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def scores_frame(rows: list[dict]) -> pl.DataFrame:
+    """Rows (dicts keyed by SCORE_COLUMNS) as a frame with the canonical schema and column order."""
+    missing = [c for row in rows for c in SCORE_COLUMNS if c not in row]
+    if missing:
+        raise ValueError(f"score rows lack columns: {sorted(set(missing))}")
+    return pl.DataFrame(rows, schema=SCORE_COLUMNS, strict=False).select(list(SCORE_COLUMNS))
