@@ -79,25 +79,34 @@ def score_path(results_dir: str | os.PathLike, model: str, plan: str, benchmark:
     )
 
 
-def write_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
-    """Write a parquet so that `path` either does not exist or holds the whole file.
+def write_temp(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
+    """Write `frame` as parquet to a new hidden temporary file beside `path`, flushed to disk.
 
-    The data goes to a temporary file in the same folder (same file system), is
-    flushed to disk, and is then renamed over `path`: a process killed at any
-    moment leaves no partial file under the final name.
+    Renaming it onto `path` (os.replace, same file system) then publishes the whole
+    file at once. Stale temporaries of the same `path` (left by a killed writer) go first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             frame.write_parquet(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return Path(tmp_name)
+
+
+def write_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
+    """Write a parquet so that `path` either does not exist or holds the whole file.
+
+    A process killed at any moment leaves no partial file under the final name.
+    """
+    os.replace(write_temp(frame, path), path)
 
 
 def scores_frame(rows: list[dict]) -> pl.DataFrame:

@@ -1,0 +1,242 @@
+"""`painters evaluate`: parquet per (plan, benchmark), equality with plain lm-eval, kills, bad input, the worker."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import polars as pl
+import pytest
+
+from offline_data import ROW_MAKERS, ROWS, write_data_dir
+from painters import cli
+from painters.evaluate import ModelSpec, Request, Session, parse_limit
+from painters.results import SCORE_COLUMNS, score_path
+from painters.tiny import save_tiny_causal_lm
+
+LIMIT = 10
+BENCHMARKS = ["arc_easy", "lambada_openai"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny random Llama (4 layers) and local copies of the default benchmarks."""
+    root = tmp_path_factory.mktemp("world")
+    datasets.config.HF_DATASETS_CACHE = str(root / "hf_cache")
+    data_dir = write_data_dir(root / "data")
+    texts = [json.dumps(ROW_MAKERS[name](random.Random(1), i)) for name in ROW_MAKERS for i in range(ROWS)]
+    model_dir = save_tiny_causal_lm(root / "model", arch="llama", seed=0, texts=texts)
+    return root, model_dir, data_dir
+
+
+@pytest.fixture(scope="module")
+def session(world):
+    _, model_dir, data_dir = world
+    return Session(ModelSpec(model=str(model_dir), dtype="float32", device="cpu", data_dir=str(data_dir)), log=lambda _: None)
+
+
+def read_scores(out, plan, benchmark, name="tiny"):
+    return pl.read_parquet(score_path(out, name, plan, benchmark))
+
+
+def test_one_parquet_per_plan_and_benchmark_with_the_schema(session, tmp_path):
+    written = session.run(Request("tiny", ("baseline", "skip-N1"), tuple(BENCHMARKS), str(tmp_path), limit=LIMIT))
+    assert sorted(written) == sorted(score_path(tmp_path, "tiny", p, b) for p in ("baseline", "skip-N1") for b in BENCHMARKS)
+    frame = read_scores(tmp_path, "skip-N1", "arc_easy")
+    assert dict(frame.schema) == SCORE_COLUMNS
+    assert set(frame["metric"]) == {"acc", "acc_norm"}
+    assert frame["value"].is_between(0, 1).all()
+    assert (frame["n_samples"] == LIMIT).all() and (frame["limit"] == LIMIT).all()
+    row = frame.row(0, named=True)
+    assert (row["variant"], row["N"], row["M"], row["num_layers"]) == ("skip", 1, 1, 4)
+    assert row["random_baseline"] == 0.25 and row["higher_is_better"] is True and row["seconds"] > 0
+    assert row["lm_eval_version"] == "0.4.13" and row["torch_version"].startswith("2.")
+    lambada = read_scores(tmp_path, "skip-N1", "lambada_openai")
+    perplexity = lambada.filter(pl.col("metric") == "perplexity").row(0, named=True)
+    assert perplexity["random_baseline"] is None and perplexity["higher_is_better"] is False
+    # nothing but the final files: no temporaries left behind
+    assert {p.name for p in (tmp_path / "scores" / "tiny" / "skip-N1").iterdir()} == {f"{b}.parquet" for b in BENCHMARKS}
+
+
+def test_baseline_equals_plain_lm_eval_on_the_untouched_model(session, world, tmp_path):
+    from lm_eval.evaluator import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    session.run(Request("tiny", ("baseline",), tuple(BENCHMARKS), str(tmp_path), limit=LIMIT))
+    _, model_dir, _ = world
+    plain = simple_evaluate(
+        model=HFLM(pretrained=str(model_dir), device="cpu", batch_size=16, dtype="float32"),
+        tasks=BENCHMARKS,
+        task_manager=session.task_manager,
+        limit=LIMIT,
+        log_samples=False,
+        bootstrap_iters=0,
+    )["results"]
+    for benchmark in BENCHMARKS:
+        ours = {r["metric"]: r["value"] for r in read_scores(tmp_path, "baseline", benchmark).iter_rows(named=True)}
+        assert ours["acc"] == plain[benchmark]["acc,none"]
+        if benchmark == "lambada_openai":
+            assert ours["perplexity"] == pytest.approx(plain[benchmark]["perplexity,none"], rel=1e-6)
+
+
+def test_different_plans_give_different_scores(session, tmp_path):
+    session.run(Request("tiny", ("baseline", "reverse-N0", "skip-N0"), ("lambada_openai",), str(tmp_path), limit=LIMIT))
+    perplexity = {
+        plan: read_scores(tmp_path, plan, "lambada_openai").filter(pl.col("metric") == "perplexity")["value"][0]
+        for plan in ("baseline", "reverse-N0", "skip-N0")
+    }
+    assert len(set(perplexity.values())) == 3, perplexity
+
+
+def test_existing_results_are_kept_not_recomputed(session, tmp_path):
+    request = Request("tiny", ("baseline",), ("arc_easy",), str(tmp_path), limit=LIMIT)
+    session.run(request)
+    path = score_path(tmp_path, "tiny", "baseline", "arc_easy")
+    before = path.stat()
+    assert session.run(request) == []
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"), [("10", 10), ("0.5", 0.5), ("1", 1), ("0", None), ("2.5", None), ("ten", None), ("-1", None)]
+)
+def test_limit_parsing(limit, expected):
+    if expected is None:
+        with pytest.raises(ValueError, match="--limit"):
+            parse_limit(limit)
+    else:
+        assert parse_limit(limit) == expected
+
+
+def evaluate_cli(world, out, *extra, plans=("baseline",), benchmarks=("arc_easy",)):
+    _, model_dir, data_dir = world
+    argv = ["evaluate", "--model", str(model_dir), "--name", "tiny", "--out", str(out), "--limit", str(LIMIT)]
+    argv += ["--data-dir", str(data_dir), "--dtype", "float32", "--device", "cpu"]
+    return cli.main([*argv, "--plans", *plans, "--benchmarks", *benchmarks, *extra])
+
+
+def parquets(folder):
+    return sorted(p.relative_to(folder) for p in Path(folder).rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "/no/such/model"}, "/no/such/model"),
+        ({"benchmarks": ("arc_easy", "arc_eesy")}, "unknown benchmark 'arc_eesy'.*arc_easy"),
+        ({"plans": ("baseline", "skip-2")}, "skip-2"),
+        ({"plans": ("baseline", "twist-N1")}, "twist.*baseline"),
+        ({"plans": ("baseline", "skip-N2")}, "N=2.*4-layer.*0..1"),
+        ({"data": "drop gsm8k"}, "gsm8k/test.jsonl.*question"),
+    ],
+)
+def test_bad_input_names_the_value_and_writes_nothing(world, tmp_path, capsys, change, message):
+    import re
+    import shutil
+
+    root, model_dir, data_dir = world
+    plans = change.get("plans", ("baseline",))
+    benchmarks = change.get("benchmarks", ("arc_easy",))
+    if "model" in change:
+        world = (root, Path(change["model"]), data_dir)
+    if "data" in change:
+        partial = shutil.copytree(data_dir, tmp_path / "partial-data")
+        shutil.rmtree(partial / "gsm8k")
+        world = (root, model_dir, partial)
+        benchmarks = ("arc_easy", "gsm8k")
+    # an earlier, finished result must survive the failed run
+    kept = score_path(tmp_path / "out", "tiny", "baseline", "lambada_openai")
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"finished earlier")
+    assert evaluate_cli(world, tmp_path / "out", plans=plans, benchmarks=benchmarks) == 2
+    assert re.search(message, capsys.readouterr().err, re.S)
+    assert parquets(tmp_path / "out") == [kept.relative_to(tmp_path / "out")]
+    assert kept.read_bytes() == b"finished earlier"
+
+
+def run_evaluate_process(world, out, plans, *extra):
+    _, model_dir, data_dir = world
+    command = [sys.executable, "-m", "painters", "evaluate", "--model", str(model_dir), "--name", "tiny"]
+    command += ["--out", str(out), "--limit", str(LIMIT), "--data-dir", str(data_dir), "--device", "cpu"]
+    command += ["--benchmarks", *BENCHMARKS, "--plans", *plans, *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sigkill_leaves_only_finished_files_and_a_rerun_completes(world, tmp_path):
+    plans = ["baseline", "skip-N0", "skip-N1", "reverse-N0", "reverse-N1", "parallel-N0", "parallel-N1", "middle_repeat-N0"]
+    out = tmp_path / "out"
+    process = run_evaluate_process(world, out, plans)
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("*.parquet")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {path: path.stat().st_mtime_ns for path in out.rglob("*.parquet")}
+    assert 0 < len(finished) < len(plans) * len(BENCHMARKS)
+    for path in finished:  # every file under a final name is whole
+        assert len(pl.read_parquet(path)) >= 2
+    rerun = run_evaluate_process(world, out, plans)
+    log, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, log
+    assert len(parquets(out)) == len(plans) * len(BENCHMARKS)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # kept, not recomputed
+    assert not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".parquet"]  # no temporaries
+
+
+def test_worker_gives_the_in_process_scores_and_stays_loaded(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("PAINTERS_WORKER_DIR", str(tmp_path / "workers"))
+    direct, served = tmp_path / "direct", tmp_path / "served"
+    assert evaluate_cli(world, direct, plans=("baseline", "reverse-N1")) == 0
+    assert evaluate_cli(world, served, "--worker", "--worker-idle", "20", plans=("baseline",)) == 0
+    started = time.perf_counter()
+    assert evaluate_cli(world, served, "--worker", "--worker-idle", "20", plans=("reverse-N1",)) == 0
+    second_call = time.perf_counter() - started
+    for plan in ("baseline", "reverse-N1"):
+        columns = ["metric", "value", "n_samples"]
+        assert read_scores(direct, plan, "arc_easy").select(columns).equals(read_scores(served, plan, "arc_easy").select(columns))
+    # one worker served both calls: it logged one load
+    (log,) = (tmp_path / "workers").glob("*.log")
+    assert log.read_text().count("loaded ") == 1, log.read_text()
+    assert second_call < 3, second_call  # a loaded worker answers without reloading (loading takes ~5 s)
+    # a bad request is reported by the worker as the user's error, and the worker keeps serving
+    assert evaluate_cli(world, served, "--worker", plans=("skip-N3",)) == 2
+
+
+def test_worker_errors_on_a_model_it_cannot_load(world, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PAINTERS_WORKER_DIR", str(tmp_path / "workers"))
+    root, _, data_dir = world
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights, no tokenizer
+    assert evaluate_cli((root, broken, data_dir), tmp_path / "out", "--worker") == 2
+    assert str(broken) in capsys.readouterr().err
+    assert parquets(tmp_path / "out") == [] if (tmp_path / "out").exists() else True
+
+
+def test_surgery_follows_layers_placed_by_a_device_map(world):
+    """--device-map: accelerate's dispatch hooks move tensors per layer; the plan must still hold.
+
+    On this CPU-only machine every device is the CPU; a GPU node shows the cross-device case."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from painters import plan, surgery
+
+    _, model_dir, _ = world
+    device_map = {"model.embed_tokens": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    device_map |= {f"model.layers.{i}": "cpu" for i in range(4)}
+    mapped = AutoModelForCausalLM.from_pretrained(model_dir, device_map=device_map, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokens = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    for key in ("baseline", "reverse-N0", "parallel-N1"):
+        with torch.no_grad(), surgery.apply(mapped, plan.parse(key)), surgery.apply(plain, plan.parse(key)):
+            assert torch.equal(mapped(tokens).logits, plain(tokens).logits), key

@@ -1,0 +1,403 @@
+"""`painters evaluate`: score one model under many plans with lm-eval, one parquet per (plan, benchmark).
+
+The model and tokenizer are loaded once and the lm-eval tasks are built once;
+each plan then runs `lm_eval.evaluator.evaluate()` on those same task objects
+inside `surgery.apply`. lm-eval's sqlite request cache is never used: it keys on
+the request text only, so it would hand one plan's answers to another.
+
+Every (plan, benchmark) result is written as soon as it is known, atomically
+(painters.results). A pair whose parquet already exists is kept, not recomputed,
+unless --overwrite is given, so a killed run resumes where it stopped.
+
+With --worker the work is done by a resident per-model process (painters.worker)
+that stays loaded between calls; this process then only validates the request
+and publishes the files. The workflow uses it to make many small jobs cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from painters import plan as plans_module
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# what `--model` may be when it is not an existing directory: a hub id (`org/name` or `name`)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that decides how a model is loaded and which tasks it can run (a worker's identity)."""
+
+    model: str
+    dtype: str = "auto"
+    device: str | None = None  # None: cuda if available, else cpu
+    device_map: str | None = None
+    batch_size: int = 16
+    max_length: int | None = None
+    data_dir: str | None = None
+    include_paths: tuple[str, ...] = ()
+    trust_remote_code: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelSpec:
+        return cls(**{**data, "include_paths": tuple(data.get("include_paths", ()))})
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call: which plans and benchmarks to score and where the files go."""
+
+    name: str  # short model name in the results layout
+    plans: tuple[str, ...]
+    benchmarks: tuple[str, ...]
+    out: str
+    limit: float | int | None = None
+    bootstrap_iters: int = 1000
+    overwrite: bool = False
+    gen_kwargs: dict = field(default_factory=dict)
+
+
+def parse_limit(text: str | None) -> float | int | None:
+    """`--limit`: a count of documents (an integer >= 1) or a fraction in (0, 1)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--limit {text!r} is not a number: give a count >= 1 or a fraction in (0, 1)") from None
+    if value <= 0 or (value >= 1 and not value.is_integer()):
+        raise ValueError(f"--limit {text!r} is out of range: give a whole count >= 1 or a fraction in (0, 1)")
+    return int(value) if value >= 1 else value
+
+
+def check_model_source(model: str) -> None:
+    """Fail early and clearly when `model` is neither a local model folder nor a hub id."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"--model {model}: {path} has no config.json (expected a Hugging Face model folder)")
+        return
+    looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1)
+    if looks_like_path or not _HUB_ID.match(model):
+        raise FileNotFoundError(
+            f"--model {model}: no such model folder (give a folder holding config.json and weights, "
+            "or a Hugging Face id such as meta-llama/Llama-2-7b-hf that is in the local cache)"
+        )
+
+
+def check_plan_keys(keys: list[str]) -> list[plans_module.Plan]:
+    """Parse every key before any work starts; a bad key names itself and the valid forms."""
+    if not keys:
+        raise ValueError("no plans given (--plans KEY [KEY ...]), e.g. baseline skip-N2")
+    return [plans_module.parse(key) for key in keys]
+
+
+class Session:
+    """A loaded model with its lm-eval wrapper and task manager; tasks are built once and reused."""
+
+    def __init__(self, spec: ModelSpec, log=print):
+        import torch
+        import transformers
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+
+        from painters import benchmarks, surgery
+
+        check_model_source(spec.model)
+        self.spec, self.log = spec, log
+        started = time.perf_counter()
+        device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        load_kwargs = {"dtype": spec.dtype, "trust_remote_code": spec.trust_remote_code}
+        if spec.device_map:
+            load_kwargs["device_map"] = spec.device_map
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                spec.model, trust_remote_code=spec.trust_remote_code
+            )
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(spec.model, **load_kwargs)
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise FileNotFoundError(f"--model {spec.model}: could not load it with its tokenizer ({reason})") from None
+        if not spec.device_map:
+            self.model.to(device)
+        self.model.eval()
+        surgery.check_supported(self.model)
+        self.num_layers = surgery.num_layers(self.model)
+        self.device = str(next(self.model.parameters()).device) if not spec.device_map else f"map:{spec.device_map}"
+        self.dtype = str(self.model.dtype).removeprefix("torch.")
+        self.lm = HFLM(
+            pretrained=self.model,
+            tokenizer=self.tokenizer,
+            batch_size=spec.batch_size,
+            max_length=spec.max_length,
+            trust_remote_code=spec.trust_remote_code,
+        )
+        include = list(spec.include_paths)
+        self.local_benchmarks = []
+        if spec.data_dir:
+            # generated overrides come last so they replace the built-in tasks of the same name
+            # override the default benchmarks whose local files are all there; check() names missing ones
+            self._overrides = tempfile.TemporaryDirectory(prefix="painters-overrides-")
+            self.local_benchmarks = [
+                name
+                for name, local in benchmarks.LOCAL_DATA.items()
+                if all((Path(spec.data_dir) / relative).is_file() for relative in local.files.values())
+            ]
+            include.append(str(benchmarks.write_local_overrides(spec.data_dir, self.local_benchmarks, self._overrides.name)))
+        for path in spec.include_paths:
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"--include-path {path} is not a directory of lm-eval task YAMLs")
+        self.task_manager = TaskManager(include_path=include or None)
+        self.tasks: dict[str, dict] = {}  # benchmark -> the task dict TaskManager.load gave for it
+        self.versions = _versions()
+        log(f"loaded {spec.model}: {self.num_layers} layers, {self.dtype} on {self.device} "
+            f"in {time.perf_counter() - started:.1f} s")
+
+    def check(self, request: Request) -> list[plans_module.Plan]:
+        """Validate a whole request before anything runs: plans for this depth, benchmarks, names."""
+        from painters import benchmarks, results
+
+        results.safe_name(request.name, "model name")
+        plans = check_plan_keys(list(request.plans))
+        for plan in plans:
+            plan.check(self.num_layers)
+        if self.spec.data_dir:
+            # a default benchmark without its local files: this raises, naming each file and its schema
+            lacking = [b for b in request.benchmarks if b in benchmarks.LOCAL_DATA and b not in self.local_benchmarks]
+            if lacking:
+                with tempfile.TemporaryDirectory() as scratch:
+                    benchmarks.write_local_overrides(self.spec.data_dir, lacking, scratch)
+        benchmarks.check_benchmarks(list(request.benchmarks), self.task_manager)
+        return plans
+
+    def task(self, benchmark: str) -> dict:
+        if benchmark not in self.tasks:
+            started = time.perf_counter()
+            try:
+                self.tasks[benchmark] = self.task_manager.load([benchmark])
+            except (OSError, ConnectionError) as error:  # a hub download on a node without internet, typically
+                raise FileNotFoundError(
+                    f"benchmark {benchmark}: could not load its data ({error}); "
+                    "without internet give --data-dir with local copies (docs/offline-data.md)"
+                ) from None
+            self.log(f"built task {benchmark} in {time.perf_counter() - started:.1f} s")
+        return self.tasks[benchmark]
+
+    def run(self, request: Request, publish=None) -> list[Path]:
+        """Score every (plan, benchmark) of `request`; returns the parquet paths written.
+
+        `publish(tmp, final)` makes a finished temporary file final (default: rename it).
+        """
+        from lm_eval.evaluator import evaluate
+
+        from painters import results, surgery
+
+        publish = publish or os.replace
+        plans = self.check(request)
+        written = []
+        for plan in plans:
+            plan_started = time.perf_counter()
+            done = 0
+            for benchmark in request.benchmarks:
+                final = results.score_path(request.out, request.name, plan.key, benchmark)
+                if final.exists() and not request.overwrite:
+                    self.log(f"kept {final} (exists; --overwrite recomputes it)")
+                    continue
+                task_dict = self.task(benchmark)
+                if request.gen_kwargs:
+                    for task in task_dict["tasks"].values():
+                        if task.get_config("output_type") == "generate_until":
+                            task.set_config(key="generation_kwargs", value=request.gen_kwargs, update=True)
+                started = time.perf_counter()
+                with surgery.apply(self.model, plan):
+                    output = evaluate(
+                        lm=self.lm,
+                        task_dict=task_dict,
+                        limit=request.limit,
+                        bootstrap_iters=request.bootstrap_iters,
+                        log_samples=False,
+                        verbosity="WARNING",
+                    )
+                seconds = time.perf_counter() - started
+                rows = self.rows(output, request, plan, benchmark, seconds)
+                publish(results.write_temp(results.scores_frame(rows), final), final)
+                written.append(final)
+                done += 1
+            self.log(f"plan {plan.key}: {done} benchmark(s) in {time.perf_counter() - plan_started:.1f} s")
+        return written
+
+    def rows(self, output: dict, request: Request, plan, benchmark: str, seconds: float) -> list[dict]:
+        """lm-eval's result dict as long-format rows (one per metric and filter)."""
+        from datetime import datetime, timezone
+
+        from painters import benchmarks
+
+        now = datetime.now(timezone.utc)
+        limit = None if request.limit is None else float(request.limit)
+        rows = []
+        for task_name, metrics in output["results"].items():
+            config = output["configs"].get(task_name, {})
+            higher = output.get("higher_is_better", {}).get(task_name, {})
+            n_samples = output.get("n-samples", {}).get(task_name, {}).get("effective")
+            for key, value in metrics.items():
+                if "," not in key or "_stderr," in key:
+                    continue
+                metric, filter_name = key.split(",", 1)
+                stderr = metrics.get(f"{metric}_stderr,{filter_name}")
+                rows.append(
+                    {
+                        "model": request.name,
+                        "model_id": self.spec.model,
+                        "plan": plan.key,
+                        "variant": plan.variant,
+                        "N": plan.N,
+                        "M": plan.affected(self.num_layers),
+                        "K": plan.K,
+                        "seed": plan.seed,
+                        "layer": plan.layer,
+                        "percent": plan.percent,
+                        "num_layers": self.num_layers,
+                        "benchmark": task_name,
+                        "metric": metric,
+                        "filter": filter_name,
+                        "value": _number(value),
+                        "stderr": _number(stderr),
+                        "higher_is_better": higher.get(metric),
+                        "random_baseline": benchmarks.random_baseline(task_name, metric, config.get("metadata")),
+                        "n_samples": n_samples,
+                        "limit": limit,
+                        "num_fewshot": config.get("num_fewshot") or 0,
+                        "dtype": self.dtype,
+                        "device": self.device,
+                        "seconds": seconds,
+                        **self.versions,
+                        "timestamp": now,
+                    }
+                )
+        if not rows:
+            raise ValueError(f"lm-eval returned no metrics for benchmark {benchmark!r}")
+        return rows
+
+
+def _number(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):  # lm-eval writes "N/A" where it has no stderr
+        return None
+    return number
+
+
+def _versions() -> dict[str, str]:
+    import lm_eval
+    import torch
+    import transformers
+
+    import painters
+
+    return {
+        "painters_version": painters.__version__,
+        "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def spec_from_args(args) -> ModelSpec:
+    if args.dtype not in DTYPES:
+        raise ValueError(f"--dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
+    check_model_source(args.model)
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir} is not a directory (see docs/offline-data.md)")
+    for path in args.include_path:
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"--include-path {path} is not a directory of lm-eval task YAMLs")
+    return ModelSpec(
+        model=str(Path(args.model).resolve()) if Path(args.model).expanduser().exists() else args.model,
+        dtype=args.dtype,
+        device=args.device,
+        device_map=args.device_map,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        include_paths=tuple(str(Path(p).resolve()) for p in args.include_path),
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def run_command(args) -> int:
+    from painters import results
+
+    spec = spec_from_args(args)
+    check_plan_keys(args.plans)
+    gen_kwargs = {}
+    if args.max_gen_toks:
+        gen_kwargs["max_gen_toks"] = args.max_gen_toks
+    request = Request(
+        name=args.name or results.model_slug(args.model),
+        plans=tuple(args.plans),
+        benchmarks=tuple(args.benchmarks),
+        out=str(Path(args.out).resolve()),
+        limit=parse_limit(args.limit),
+        bootstrap_iters=args.bootstrap_iters,
+        overwrite=args.overwrite,
+        gen_kwargs=gen_kwargs,
+    )
+    results.safe_name(request.name, "--name")
+    if args.worker:
+        from painters import worker
+
+        worker.submit(spec, request, idle_seconds=args.worker_idle)
+        return 0
+    session = Session(spec, log=lambda line: print(line, flush=True))
+    session.run(request)
+    return 0
+
+
+def register(subparsers) -> None:
+    from painters.benchmarks import DEFAULT_BENCHMARKS
+
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a model under execution plans with lm-eval",
+        description="Load a model once, build the lm-eval tasks once, and score every plan on every "
+        "benchmark; writes OUT/scores/NAME/PLAN/BENCHMARK.parquet atomically.",
+    )
+    parser.add_argument("--model", required=True, help="model folder or Hugging Face id (from the local cache)")
+    parser.add_argument("--name", help="short model name in the results layout (default: from --model)")
+    parser.add_argument("--plans", nargs="+", required=True, metavar="KEY", help="plan keys, e.g. baseline skip-N2")
+    parser.add_argument(
+        "--benchmarks", nargs="+", default=list(DEFAULT_BENCHMARKS), metavar="NAME", help="lm-eval task names"
+    )
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--limit", help="documents per benchmark: a count >= 1 or a fraction in (0, 1)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, help="context length for lm-eval (default: the model's)")
+    parser.add_argument("--dtype", default="auto", help=f"one of {', '.join(DTYPES)}")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--device-map", help="e.g. auto: spread a large model over the node's GPUs")
+    parser.add_argument("--data-dir", help="local copies of the default benchmarks (docs/offline-data.md)")
+    parser.add_argument("--include-path", action="append", default=[], metavar="DIR", help="folder of your own lm-eval task YAMLs")
+    parser.add_argument("--bootstrap-iters", type=int, default=1000, help="lm-eval bootstrap for non-mean stderrs")
+    parser.add_argument("--max-gen-toks", type=int, help="cap generation length of generate_until tasks")
+    parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    parser.add_argument("--worker", action="store_true", help="run in a resident per-model worker (see painters.worker)")
+    parser.add_argument("--worker-idle", type=float, default=120.0, help="seconds an idle worker waits before it exits")
+    parser.set_defaults(func=run_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(__import__("painters.cli").cli.main(["evaluate", *sys.argv[1:]]))
