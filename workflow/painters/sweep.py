@@ -1,0 +1,178 @@
+"""Expand a workflow config into evaluation jobs: one per (model, plan, benchmark).
+
+Plain Python (no Snakemake): the workflow's common.smk calls `expand_jobs`, and
+`painters sweep --configfile ...` prints the same table for a user to inspect.
+
+A config's `sweeps` is a list of grids. Each grid names variants and the values
+to cross them with:
+
+    - variants: [skip, reverse, random, looped_parallel]
+      N: all            # or a list; `M: [...]` (affected layers) instead of N
+      seeds: [0, 1, 2]  # random, shuffle_all, prune, shuffle_prune
+      K: [3]            # looped_parallel
+      layers: all       # skip_layer, switch
+      percents: [20]    # prune, shuffle_prune
+      models: [...]     # default: every model
+      benchmarks: [...] # default: every benchmark of the config
+
+The baseline plan of every model is always scored on every benchmark that any
+of its grids uses: normalization needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from painters import plan as plans_module
+
+# grid keys that are lists of integers (or "all" where noted)
+_INT_LIST_KEYS = ("N", "M", "seeds", "K", "layers", "percents")
+
+
+@dataclass(frozen=True, order=True)
+class Job:
+    model: str
+    plan: str
+    benchmark: str
+
+
+def read_num_layers(model_name: str, model: Mapping) -> int:
+    """A model's depth: `num_layers` from the config, else its config.json (local folder or HF cache).
+
+    Reads only config.json: no weights are loaded.
+    """
+    if model.get("num_layers") is not None:
+        return int(model["num_layers"])
+    source = str(model["path"])
+    config_file = Path(source).expanduser() / "config.json"
+    if not config_file.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, "config.json")
+        except Exception:  # not a valid repo id either
+            cached = None
+        if not isinstance(cached, str):
+            raise ValueError(
+                f"models.{model_name}.path {source!r}: no config.json there or in the local Hugging Face cache; "
+                f"download the model first or set models.{model_name}.num_layers"
+            )
+        config_file = Path(cached)
+    config = json.loads(config_file.read_text())
+    config = config.get("text_config", config)
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(config.get(key), int):
+            return config[key]
+    raise ValueError(f"models.{model_name}: {config_file} has no num_hidden_layers; set models.{model_name}.num_layers")
+
+
+def _n_values(grid: Mapping, grid_name: str, model_name: str, T: int) -> list[int] | None:
+    """N values of a grid for a T-layer model; M values become N = (T - 1 - M) / 2."""
+    if "M" in grid and "N" in grid:
+        raise ValueError(f"{grid_name}: give N or M, not both")
+    if "M" in grid:
+        valid = list(range(T - 1, 0, -2))
+        bad = [m for m in grid["M"] if m not in valid]
+        if bad:
+            raise ValueError(
+                f"{grid_name}.M {bad} is not possible on model {model_name} ({T} layers): M = T - 2N - 1 "
+                f"must be one of {sorted(valid)}"
+            )
+        return [(T - 1 - m) // 2 for m in grid["M"]]
+    n = grid.get("N", "all")
+    return None if n == "all" else list(n)
+
+
+def plans_of_grid(grid: Mapping, grid_name: str, model_name: str, T: int) -> list[plans_module.Plan]:
+    plans = []
+    for variant in grid["variants"]:
+        layers = grid.get("layers", "all")
+        try:
+            plans += plans_module.plans_for(
+                variant,
+                T,
+                N=_n_values(grid, grid_name, model_name, T),
+                seeds=grid.get("seeds", [0]),
+                K=grid.get("K", [3]),
+                layers=None if layers == "all" else layers,
+                percents=grid.get("percents", [20]),
+            )
+        except ValueError as error:
+            raise ValueError(f"{grid_name} (variant {variant}) on model {model_name} ({T} layers): {error}") from None
+    return plans
+
+
+def enabled_models(config: Mapping) -> list[str]:
+    return [name for name, model in config["models"].items() if model.get("enabled", True)]
+
+
+def expand_jobs(config: Mapping, depths: Mapping[str, int]) -> list[Job]:
+    """Every evaluation job of `config`, sorted and without duplicates.
+
+    `depths` maps each enabled model to its number of layers; disabled models are skipped.
+    """
+    models, benchmarks = config["models"], list(config["benchmarks"])
+    jobs: set[Job] = set()
+    for index, grid in enumerate(config.get("sweeps", [])):
+        grid_name = f"sweeps[{index}]" + (f" ({grid['name']})" if grid.get("name") else "")
+        grid_models = grid.get("models", list(models))
+        grid_benchmarks = grid.get("benchmarks", benchmarks)
+        unknown = [m for m in grid_models if m not in models]
+        if unknown:
+            raise ValueError(f"{grid_name}.models: {unknown} not in models (valid: {', '.join(models)})")
+        unknown = [b for b in grid_benchmarks if b not in benchmarks]
+        if unknown:
+            raise ValueError(f"{grid_name}.benchmarks: {unknown} not in benchmarks (valid: {', '.join(benchmarks)})")
+        for model in grid_models:
+            if not models[model].get("enabled", True):
+                continue
+            for plan in plans_of_grid(grid, grid_name, model, depths[model]):
+                for benchmark in grid_benchmarks:
+                    jobs.add(Job(model, plan.key, benchmark))
+                    jobs.add(Job(model, "baseline", benchmark))
+    return sorted(jobs)
+
+
+def summarize(jobs: list[Job]) -> str:
+    """Job counts per model and variant, for people."""
+    counts: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        key = (job.model, job.plan.split("-")[0])
+        counts[key] = counts.get(key, 0) + 1
+    lines = [f"{len(jobs)} evaluation jobs"]
+    lines += [f"  {model:<20} {variant:<16} {count}" for (model, variant), count in sorted(counts.items())]
+    return "\n".join(lines)
+
+
+def merge(base: dict, update: Mapping) -> dict:
+    """Deep merge of config dicts, as Snakemake merges several --configfile."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = merge(merged[key], value) if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) else value
+    return merged
+
+
+def run_command(args) -> int:
+    import yaml
+
+    config: dict = {}
+    for path in args.configfile:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--configfile {path}: no such file")
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    depths = {name: read_num_layers(name, config["models"][name]) for name in enabled_models(config)}
+    jobs = expand_jobs(config, depths)
+    print(summarize(jobs))
+    if args.csv:
+        Path(args.csv).write_text("model,plan,benchmark\n" + "".join(f"{j.model},{j.plan},{j.benchmark}\n" for j in jobs))
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("sweep", help="list the evaluation jobs a workflow config expands to")
+    parser.add_argument("--configfile", nargs="+", default=["config/config.yaml"], help="config files, merged in order")
+    parser.add_argument("--csv", help="also write the job table here")
+    parser.set_defaults(func=run_command)

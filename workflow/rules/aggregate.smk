@@ -1,0 +1,18 @@
+# One tidy table of every score: raw values, normalized scores, the normalized median.
+
+
+rule aggregate:
+    input:
+        SCORE_FILES,
+    output:
+        parquet=SUMMARY,
+        csv=f"{RESULTS}/summary.csv",
+    log:
+        f"{RESULTS}/logs/aggregate.log",
+    params:
+        scores=f"{RESULTS}/scores",
+    localrule: True
+    conda:
+        "../../envs/painters.yaml"
+    shell:
+        "painters aggregate --scores {params.scores:q} --out {output.parquet:q} --csv {output.csv:q} > {log:q} 2>&1"

@@ -1,0 +1,34 @@
+# The embedded demo: data and tasks generated from a seed, and a tiny Llama trained on them.
+
+
+rule demo_data:
+    output:
+        directory(DEMO_DATA),
+    log:
+        f"{RESULTS}/logs/demo_data.log",
+    params:
+        seed=DEMO["seed"],
+        n_test=DEMO["n_test"],
+    conda:
+        "../../envs/painters.yaml"
+    shell:
+        "painters demo-data --out {output:q} --seed {params.seed} --n-test {params.n_test} > {log:q} 2>&1"
+
+
+rule demo_model:
+    input:
+        DEMO_DATA,
+    output:
+        directory(DEMO_MODEL),
+    log:
+        f"{RESULTS}/logs/demo_model.log",
+    params:
+        seed=DEMO["seed"],
+        steps=f"--steps {DEMO['steps']}" if DEMO.get("steps") else "",
+        layers=DEMO["layers"],
+    threads: workflow.cores
+    conda:
+        "../../envs/painters.yaml"
+    shell:
+        "painters demo-model --data {input:q} --out {output:q} --seed {params.seed} --layers {params.layers}"
+        " {params.steps} > {log:q} 2>&1"
