@@ -80,16 +80,16 @@ fi
 chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
 install -d -o munge -g munge -m 755 /run/munge
 install -d -o munge -g munge -m 700 /var/log/munge /var/lib/munge
-$T 30 runuser -u munge -- munged --force || die "munged did not start (see /var/log/munge/munged.log)"
+$T 30 runuser -u munge -- munged --force </dev/null >/dev/null 2>&1 || die "munged did not start (see /var/log/munge/munged.log)"
 cp /run/munge/munged.pid "$RUN/munged.pid"
 $T 10 bash -c 'until munge -n </dev/null | unmunge >/dev/null 2>&1; do sleep 0.2; done' \
     || die "munge does not answer"
 
 # --- 5. slurm daemons ----------------------------------------------------------------
 # -c: a cold start, no jobs recovered from an earlier run
-$T 60 slurmctld -c || die "slurmctld did not start: $(tail -5 "$RUN/log/slurmctld.log" 2>/dev/null)"
+$T 60 slurmctld -c </dev/null >/dev/null 2>&1 || die "slurmctld did not start: $(tail -5 "$RUN/log/slurmctld.log" 2>/dev/null)"
 $T 10 bash -c "until [[ -s '$RUN/slurmctld.pid' ]]; do sleep 0.2; done" || die "no slurmctld.pid"
-$T 60 slurmd -N "$HOST" || die "slurmd did not start: $(tail -5 "$RUN/log/slurmd.log" 2>/dev/null)"
+$T 60 slurmd -N "$HOST" </dev/null >/dev/null 2>&1 || die "slurmd did not start: $(tail -5 "$RUN/log/slurmd.log" 2>/dev/null)"
 $T 10 bash -c "until [[ -s '$RUN/slurmd.pid' ]]; do sleep 0.2; done" || die "no slurmd.pid"
 
 # --- 6. wait until the node is idle -------------------------------------------------

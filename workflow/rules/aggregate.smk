@@ -10,7 +10,7 @@ rule aggregate:
     log:
         f"{RESULTS}/logs/aggregate.log",
     params:
-        scores=f"{RESULTS}/scores",
+        scores=lambda w, output: os.path.join(os.path.dirname(output.parquet), "scores"),
     localrule: True
     conda:
         "../../envs/painters.yaml"

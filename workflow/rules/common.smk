@@ -1,6 +1,8 @@
 # Config validation, the sweep table and the helpers the rules share.
 import os
+import re
 import shlex
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
@@ -27,7 +29,8 @@ def check_config():
     for name, model in MODELS.items():
         if model["path"] == DEMO_MODEL and not DEMO["enabled"]:
             raise ValueError(f"models.{name}.path is the demo model {DEMO_MODEL}, but demo.enabled is false")
-        if model["path"] != DEMO_MODEL and model["path"].startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(model["path"])):
+        looks_local = model["path"].startswith((".", "~")) or os.path.isabs(model["path"])
+        if model["path"] != DEMO_MODEL and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
             raise ValueError(f"models.{name}.path {model['path']!r}: no such folder (give a model folder or a Hugging Face id)")
     texts = config["similarity"]["texts"]
     if texts and not texts.startswith(DEMO_DATA) and not os.path.isfile(texts):
@@ -54,6 +57,11 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     plan=painters_plan.KEY_WILDCARD_REGEX,
     benchmark=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+
+
+def rule_suffix(name):
+    """A model name as part of a rule name (an identifier)."""
+    return re.sub(r"\W", "_", name)
 
 
 def uses_demo(model):
@@ -83,3 +91,105 @@ def slurm_setting(model, key, env):
     """Partition/account: the model's resources, then the config's `slurm` block, then the environment."""
     value = MODELS[model].get("resources", {}).get(f"slurm_{key}") or config["slurm"].get(key) or os.environ.get(env, "")
     return value
+
+
+def results_folder(score_file):
+    """RESULTS, from a score file's path RESULTS/scores/MODEL/PLAN/BENCHMARK.parquet."""
+    return str(Path(score_file).parents[3])
+
+
+# ---- evaluation
+
+
+def evaluate_run_args(model):
+    """Settings that do not change scores (batch size, device, worker); see NoRerun."""
+    args = ["--batch-size", model["batch_size"]]
+    for flag, key in (("--device", "device"), ("--device-map", "device_map"), ("--max-length", "max_length")):
+        if model.get(key):
+            args += [flag, model[key]]
+    if config["evaluation"]["worker"]:
+        args += ["--worker", "--worker-idle", config["evaluation"]["worker_idle"]]
+    return NoRerun(args)
+
+
+def evaluate_result_args(model):
+    """Settings that change the scores: a change re-runs the affected jobs (Snakemake's params trigger)."""
+    evaluation = config["evaluation"]
+    args = ["--dtype", model["dtype"], "--bootstrap-iters", evaluation["bootstrap_iters"]]
+    if config.get("limit") is not None:
+        args += ["--limit", config["limit"]]
+    if evaluation.get("max_gen_toks"):
+        args += ["--max-gen-toks", evaluation["max_gen_toks"]]
+    if config.get("data_dir"):
+        args += ["--data-dir", config["data_dir"]]
+    for path in config["include_paths"]:
+        args += ["--include-path", path]
+    if model.get("trust_remote_code"):
+        args += ["--trust-remote-code"]
+    return shlex.join(str(a) for a in args)
+
+
+# ---- similarity
+
+
+def similarity_inputs(wildcards):
+    texts = config["similarity"]["texts"]
+    inputs = demo_inputs(wildcards.model)
+    if not texts.startswith(f"{DEMO_DATA}/"):  # a file inside the demo's data folder comes with that folder
+        inputs["texts"] = texts
+    return inputs
+
+
+# ---- figures
+
+
+FIGURE_VARIANTS = {
+    "fig04_skip": "skip",
+    "fig05_middle_repeat": "middle_repeat",
+    "fig06_reverse": "reverse",
+    "fig07_random": "random",
+    "fig08_parallel": "parallel",
+    "fig09_looped_parallel": "looped_parallel",
+}
+
+
+def figures_of(model):
+    """The figures a model's configured plans can fill."""
+    variants = {job.plan.split("-")[0] for job in JOBS if job.model == model}
+    figures = []
+    if {"skip_layer", "switch"} & variants:
+        figures.append("fig02_skip_switch")
+    if config["similarity"]["texts"]:
+        figures.append("fig03_similarity")
+    figures += [figure for figure, variant in FIGURE_VARIANTS.items() if variant in variants]
+    looped_K = {painters_plan.parse(j.plan).K for j in JOBS if j.model == model and j.plan.startswith("looped_parallel")}
+    if len(looped_K) >= 2:
+        figures.append("fig10_heatmap")
+    if variants & set(FIGURE_VARIANTS.values()):
+        figures.append("fig11_all_variants")
+    return figures
+
+
+FIGURES = {model: figures_of(model) for model in MODELS}
+# skip against the fraction of layers skipped, across models (model sizes of a family)
+SKIP_MODELS = [m for m in MODELS if "fig04_skip" in FIGURES[m]]
+if len(SKIP_MODELS) >= 2:
+    FIGURES["all"] = ["skip_fraction"]
+FIGURE_FILES = [
+    f"{RESULTS}/figures/{model}/{figure}.{ext}" for model, figures in FIGURES.items() for figure in figures for ext in ("png", "svg")
+]
+
+
+def figure_inputs(wildcards):
+    inputs = {"summary": SUMMARY}
+    if wildcards.figure == "fig03_similarity":
+        inputs["similarity"] = f"{RESULTS}/similarity/{wildcards.model}.parquet"
+    return inputs
+
+
+def figure_benchmarks(wildcards):
+    models = MODELS if wildcards.model == "all" else [wildcards.model]
+    return sorted({job.benchmark for job in JOBS if job.model in models})
+
+
+ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction"]

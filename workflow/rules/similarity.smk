@@ -1,14 +1,6 @@
 # Fig 3: layer x layer cosine similarity of the baseline's hidden states.
 
 
-def similarity_inputs(wildcards):
-    texts = config["similarity"]["texts"]
-    inputs = demo_inputs(wildcards.model)
-    if not texts.startswith(DEMO_DATA + "/"):  # a file inside the demo's data folder comes with that folder
-        inputs["texts"] = texts
-    return inputs
-
-
 rule similarity:
     input:
         unpack(similarity_inputs),
@@ -17,7 +9,7 @@ rule similarity:
     log:
         f"{RESULTS}/logs/similarity/{{model}}.log",
     params:
-        model_path=lambda w: MODELS[w.model]["path"],
+        model_path=lambda w, input: input.get("demo_model", MODELS[w.model]["path"]),
         texts=config["similarity"]["texts"],
         dtype=lambda w: MODELS[w.model]["dtype"],
         max_length=config["similarity"]["max_length"],

@@ -1,0 +1,73 @@
+"""The workflow's configs: schema errors, the paper's job count, envs in step with pyproject."""
+
+import re
+import time
+import tomllib
+
+import pytest
+import yaml
+
+from workflow_helpers import REPO, planned_jobs, snakemake, write_config
+
+
+def demo_like(**changes):
+    config = {
+        "demo": {"enabled": True},
+        "models": {"demo": {"path": "results/demo/model"}},
+        "benchmarks": ["demo_choice", "demo_cloze"],
+        "include_paths": ["results/demo/data/tasks"],
+        "sweeps": [{"variants": ["skip"], "N": [0, 1]}],
+    }
+    config.update(changes)
+    return config
+
+
+def test_paper_dry_run_plans_every_job(tmp_path):
+    """7B: (4 variants x 16 N + 10 seeds x 16 + 16 looped + baseline) x 6 benchmarks + 378 new heatmap
+    plans x 6 + 63 per-layer plans; 13B: 301 x 6 + 79; 70B: 601 x 6 + 159."""
+    started = time.perf_counter()
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/paper.yaml"))
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    jobs = planned_jobs(result)
+    assert sum(n for rule, n in jobs.items() if rule.startswith("evaluate_")) == (240 + 1) * 6 + 378 * 6 + 63 + 301 * 6 + 79 + 601 * 6 + 159 == 9427
+    assert jobs["figure_fig10_heatmap"] == 1 and jobs["figure_skip_fraction"] == 1
+    print(f"paper dry-run: {sum(jobs.values())} jobs in {seconds:.1f} s")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"limit": -1}, r"-1 is less than or equal to the minimum of 0.*\['limit'\]"),
+        ({"sweeps": [{"variants": ["skipp"]}]}, r"'skipp' is not one of \['baseline', 'skip'"),
+        ({"sweeps": [{"variants": ["skip"], "K": [0]}]}, r"0 is less than the minimum of 1.*\['K'\]"),
+        ({"benchmarks": []}, r"\[\] should be non-empty.*\['benchmarks'\]"),
+        ({"sweeps": [{"variants": ["skip"], "models": ["llama"]}]}, r"sweeps\[0\]\.models: \['llama'\] not in models \(valid: demo\)"),
+        ({"sweeps": [{"variants": ["skip"], "N": [7]}]}, r"N=7 .*12-layer model.*0\.\.5"),
+        ({"sweeps": [{"variants": ["parallel"], "M": [4]}]}, r"M \[4\] is not possible on model demo \(12 layers\)"),
+        ({"models": {"demo": {"path": "./no-such-model"}}}, r"models\.demo\.path './no-such-model': no such folder"),
+        ({"models": {"m": {"path": "org/never-downloaded"}}}, r"models\.m\.path 'org/never-downloaded'.*num_layers"),
+        ({"models": {"bad name": {"path": "x"}}}, r"'bad name' does not match"),
+    ],
+)
+def test_config_errors_name_the_key_the_value_and_what_is_valid(tmp_path, changes, message):
+    configfile = write_config(tmp_path, demo_like(**changes))
+    result = snakemake(tmp_path, "-n", "--configfile", str(configfile))
+    assert result.returncode != 0
+    assert re.search(message, result.stdout + result.stderr, re.S), result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_envs_pin_what_pyproject_pins():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    env = yaml.safe_load((REPO / "envs/painters.yaml").read_text())
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    assert sorted(d for d in pip if not d.startswith("-e")) == sorted(pyproject["project"]["dependencies"])
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+    assert pyproject["project"]["requires-python"].lstrip(">=") in python
+
+
+def test_every_rule_has_a_log_and_a_conda_env():
+    result = snakemake(REPO, "--lint", "--configfile", str(REPO / "config/config.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
