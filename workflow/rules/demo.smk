@@ -9,10 +9,11 @@ rule demo_data:
     params:
         seed=DEMO["seed"],
         n_test=DEMO["n_test"],
+        n_train=DEMO["n_train"],
     conda:
         "../../envs/painters.yaml"
     shell:
-        "painters demo-data --out {output:q} --seed {params.seed} --n-test {params.n_test} > {log:q} 2>&1"
+        "painters demo-data --out {output:q} --seed {params.seed} --n-test {params.n_test} --n-train {params.n_train} > {log:q} 2>&1"
 
 
 rule demo_model:

@@ -17,6 +17,7 @@ onsuccess:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="painters-config-", delete=False) as handle:
             yaml.safe_dump(dict(config), handle)
         try:
+            os.makedirs(REPORTS, exist_ok=True)
             shell(
                 "{sys.executable} -m snakemake --snakefile {workflow.main_snakefile:q} --configfile {handle.name:q}"
                 " --report {REPORT:q} > {RESULTS}/logs/report.log 2>&1"

@@ -3,21 +3,26 @@
 Every item is drawn from a `random.Random`, so a seed fixes everything. Each
 generator returns one `Item`:
 - `row`: the lm-eval document (one JSON line of the task's data file);
-- `text`: the training document made from the item, exactly the text lm-eval
-  scores for the correct answer (prompt + target delimiter + answer);
-- `key`: the part of the prompt that identifies the item. No training document
-  may contain a test item's key, which keeps test items out of the corpus.
+- `prompt` + `answer`: the text lm-eval scores for the correct answer, split where
+  the scored part begins (`answer` starts with the space lm-eval puts there);
+- `more`: what a training document goes on with after the answer (cloze: a second
+  question about the same context, so each document teaches more reading back);
+- `key`: the prompt. No training document may contain a test item's key, which
+  keeps test items out of the corpus.
+
+Texts are single lines, so the corpus holds one document per line.
 
 The four kinds mirror the study's benchmarks:
 - choice (like ARC): which of four listed objects belongs to a named category;
   needs word categories learned from the corpus.
 - pair (like WinoGrande): a sentence with a blank, two options that fill it, and
-  an ending scored after each (partial scoring). Half the frames need a property
-  of a category ("the apple was sweet"), half need to match the blank to the
-  first or the second noun of the sentence.
-- cloze (like LAMBADA): the last word is the object a person was said to have;
-  needs recall from the context.
-- arith (like GSM8K): two or three additions/subtractions on small numbers, solved
+  an ending scored after each (partial scoring). Most frames need a property of a
+  category ("the apple was sweet"); one needs the blank matched to the first or the
+  second noun of the sentence ("could not put the A in the B because the A was too big").
+- cloze (like LAMBADA): a person has three things of different categories and the
+  last word is the one an action fits ("... ate the" -> the fruit); which fruit it
+  is can only be read back from the context.
+- arith (like GSM8K): a story of two additions/subtractions on small numbers, solved
   as a chain of equations that ends in "The answer is N."
 """
 
@@ -66,30 +71,49 @@ OBJECTS = tuple(word for members, _, _ in CATEGORIES.values() for word in member
 COUNTABLES = ("apples", "pears", "plums", "pens", "cups", "hats", "coins", "books", "eggs", "balls")
 ADD_PHRASES = ("gets {k} more", "buys {k} more", "finds {k} more")
 SUBTRACT_PHRASES = ("loses {k}", "gives away {k}", "sells {k}")
-ARITH_MAX = 20  # every running total stays in 0..ARITH_MAX
-ARITH_STEP_MAX = 9  # each step adds or takes away 1..ARITH_STEP_MAX
+# Small numbers keep the table of facts small enough to learn in a couple of CPU minutes.
+ARITH_STEPS = 2
+ARITH_MAX = 12  # every running total stays in 0..ARITH_MAX
+ARITH_STEP_MAX = 5  # each step adds or takes away 1..ARITH_STEP_MAX
 
-# Pair frames that need the blank matched to the sentence's first or second noun:
-# (sentence with a blank, ending when the blank is the first noun, ending when it is the second).
-MATCH_FRAMES = (
-    ("{n} could not put the {a} in the {b} because the _", "was too big.", "was too small."),
-    ("{n} gave the {a} to {m} because _", "did not need it.", "wanted it."),
-    ("{n} asked {m} for help because _", "was lost.", "knew the way."),
-)
 # Pair frames that need a category's property; the two nouns are from different categories.
 PROPERTY_FRAMES = (
     "{n} saw the {a} and the {b}. The _",
     "There was {an_a} next to {an_b}, and the _",
+    "{n} looked at the {a}, then at the {b}. The _",
 )
+# A frame that needs the blank matched to the sentence's first or second noun:
+# (sentence with a blank, ending when the blank is the first noun, ending when it is the second).
+MATCH_FRAME = ("{n} could not put the {a} in the {b} because the _", "was too big.", "was too small.")
+PROPERTY_SHARE = 0.75  # of pair items; the rest use MATCH_FRAME
 
-CLOZE_ENDINGS = ("Later {n} looked at the", "Then {n} picked up the", "So {n} showed everyone the")
+# Cloze: actions that only fit one category, and openers for the last sentence.
+CLOZE_ACTIONS = {
+    "animal": ("fed", "petted"),
+    "fruit": ("ate", "peeled"),
+    "tool": ("fixed the fence with", "worked with"),
+    "clothing": ("wore", "put on"),
+    "vehicle": ("drove", "rode"),
+}
+CLOZE_TIMES = ("Later", "Then", "After lunch")
 
 
 @dataclass(frozen=True)
 class Item:
-    key: str  # identifies the item's prompt: no training document may contain a test key
-    text: str  # the training document: prompt and correct answer as lm-eval joins them
+    prompt: str  # what lm-eval gives the model before the scored text
+    answer: str  # the correct scored text, with its leading space
     row: dict  # the lm-eval document (one JSON line of the task's data file)
+    more: str = ""  # training only: what the document goes on with after the answer
+
+    @property
+    def key(self) -> str:
+        """No training document may contain a test item's key."""
+        return self.prompt
+
+    @property
+    def text(self) -> str:
+        """The item as lm-eval scores its correct answer."""
+        return self.prompt + self.answer
 
 
 def article(word: str) -> str:
@@ -104,54 +128,65 @@ def choice_item(rng: random.Random) -> Item:
     ask = rng.choice(CATEGORIES[categories[gold]][1])
     listed = ", ".join(article(w) for w in words[:3]) + " and " + article(words[3])
     query = f"Question: {rng.choice(NAMES)} has {listed}. Which one {ask}? Answer:"
-    return Item(key=query, text=f"{query} {words[gold]}", row={"query": query, "choices": words, "gold": gold})
-
-
-def _pair(prefix: str, options: list[str], endings: tuple[str, str], gold: int) -> Item:
-    """A WinoGrande-style row: lm-eval scores `ending` after each filled-in context."""
-    ending = endings[gold]
-    contexts = [prefix.replace("_", option) for option in options]
-    # Both contexts share everything up to the blank, and so does the other twin
-    # (same sentence, other ending): keying on that keeps both twins out of training.
-    key = prefix.split("_")[0]
-    row = {"sentence": f"{prefix} {ending}", "options": options, "contexts": contexts, "ending": ending, "gold": gold}
-    return Item(key=key, text=f"{contexts[gold]} {ending}", row=row)
+    return Item(prompt=query, answer=f" {words[gold]}", row={"query": query, "choices": words, "gold": gold})
 
 
 def pair_item(rng: random.Random) -> Item:
-    """A sentence with a blank, two options for it, and an ending that decides which option fits."""
+    """A WinoGrande-style twin: a blank, two options for it, and an ending that decides which one fits.
+
+    lm-eval scores the ending after each filled-in context. Both contexts share the
+    sentence up to the blank, and so does the item's twin (same sentence, other
+    ending): that shared part is the prompt, so keying on it keeps both twins out
+    of training.
+    """
     gold = rng.randrange(2)
-    n, m = rng.sample(NAMES, 2)
-    if rng.random() < 0.5:
+    n = rng.choice(NAMES)
+    if rng.random() < PROPERTY_SHARE:
         cat_a, cat_b = rng.sample(CATEGORY_NAMES, 2)
         a, b = rng.choice(CATEGORIES[cat_a][0]), rng.choice(CATEGORIES[cat_b][0])
-        prefix = rng.choice(PROPERTY_FRAMES).format(n=n, a=a, b=b, an_a=article(a), an_b=article(b))
-        endings = (CATEGORIES[cat_a][2] + ".", CATEGORIES[cat_b][2] + ".")
-        return _pair(prefix, [a, b], endings, gold)
-    template, *endings = rng.choice(MATCH_FRAMES)
-    a, b = rng.sample(OBJECTS, 2)
-    prefix = template.format(n=n, m=m, a=a, b=b)
-    options = [a, b] if "{b}" in template else [n, m]
-    return _pair(prefix, options, tuple(endings), gold)
+        sentence = rng.choice(PROPERTY_FRAMES).format(n=n, a=a, b=b, an_a=article(a), an_b=article(b))
+        ending = (CATEGORIES[cat_a][2], CATEGORIES[cat_b][2])[gold] + "."
+    else:
+        template, *endings = MATCH_FRAME
+        a, b = rng.sample(OBJECTS, 2)
+        sentence = template.format(n=n, a=a, b=b)
+        ending = endings[gold]
+    options = [a, b]
+    before_blank = sentence.split("_")[0]
+    row = {
+        "sentence": f"{sentence} {ending}",
+        "options": options,
+        "contexts": [before_blank + option for option in options],
+        "ending": ending,
+        "gold": gold,
+    }
+    return Item(prompt=before_blank.rstrip(" "), answer=f" {options[gold]} {ending}", row=row)
 
 
 def cloze_item(rng: random.Random) -> Item:
-    """Two people each have an object; the last word is the object of the one named again."""
-    people = rng.sample(NAMES, 2)
-    things = rng.sample(OBJECTS, 2)
-    asked = rng.randrange(2)
-    owners = [f"{p} has {article(t)}" for p, t in zip(people, things)]
-    context = f"{owners[0]} and {owners[1]}. " + rng.choice(CLOZE_ENDINGS).format(n=people[asked])
-    text = f"{context} {things[asked]}"
-    return Item(key=context, text=text, row={"text": text})
+    """A person has three things of different categories; the last word is the one an action fits."""
+    name = rng.choice(NAMES)
+    categories = rng.sample(CATEGORY_NAMES, 3)
+    things = [rng.choice(CATEGORIES[c][0]) for c in categories]
+    asked, also = rng.sample(range(3), 2)
+    times = rng.sample(CLOZE_TIMES, 2)
+
+    def action(i: int) -> str:
+        return rng.choice(CLOZE_ACTIONS[categories[i]])
+
+    context = f"{name} had {article(things[0])}, {article(things[1])} and {article(things[2])}."
+    prompt = f"{context} {times[0]} {name} {action(asked)} the"
+    text = f"{prompt} {things[asked]}"
+    more = f". {times[1]} {name} {action(also)} the {things[also]}."
+    return Item(prompt=prompt, answer=f" {things[asked]}", row={"text": text}, more=more)
 
 
 def arith_item(rng: random.Random) -> Item:
-    """A story of two or three additions/subtractions, solved as a chain of equations."""
+    """A story of additions/subtractions, solved as a chain of equations."""
     name, things = rng.choice(NAMES), rng.choice(COUNTABLES)
     start = total = rng.randint(2, 9)  # from 2: "has 1 books" reads badly
     phrases, equations = [], []
-    for _ in range(rng.choice((2, 3))):
+    for _ in range(ARITH_STEPS):
         can_add, can_subtract = total < ARITH_MAX, total >= 1
         if can_add and (not can_subtract or rng.random() < 0.5):
             k = rng.randint(1, min(ARITH_STEP_MAX, ARITH_MAX - total))
@@ -168,11 +203,7 @@ def arith_item(rng: random.Random) -> Item:
     )
     solution = " ".join(equations) + f" The answer is {total}."
     query = f"Question: {question} Answer:"
-    return Item(
-        key=query,
-        text=f"{query} {solution}",
-        row={"question": question, "solution": solution, "target": str(total)},
-    )
+    return Item(prompt=query, answer=f" {solution}", row={"question": question, "solution": solution, "target": str(total)})
 
 
 GENERATORS = {
