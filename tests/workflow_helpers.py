@@ -1,5 +1,6 @@
 """Running the real workflow (Snakefile at the repository root) in a scratch folder."""
 
+import copy
 import os
 import re
 import subprocess
@@ -10,6 +11,37 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "Snakefile"
+
+# A 4-layer demo model trained for a few steps: the point is the workflow, not the scores.
+REDUCED = {
+    "demo": {"enabled": True, "seed": 0, "n_test": 20, "n_train": 300, "layers": 4, "steps": 20},
+    "models": {
+        "demo": {
+            "path": "results/demo/model",
+            "dtype": "float32",
+            "device": "cpu",
+            "batch_size": 32,
+            "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 10, "cpus_per_task": 1},
+        }
+    },
+    "benchmarks": ["demo_choice", "demo_cloze"],
+    "include_paths": ["results/demo/data/tasks"],
+    "limit": 8,
+    "evaluation": {"worker": True, "worker_idle": 30, "max_gen_toks": 8},
+    "sweeps": [
+        {"name": "variants", "variants": ["skip", "random"], "N": [0], "seeds": [0]},
+        {"name": "looped", "variants": ["looped_parallel"], "N": [0], "K": [2]},
+    ],
+    "similarity": {"texts": "results/demo/data/similarity.txt"},
+    "figures": {"dpi": 60},
+}
+
+
+def changed(update, config: dict = REDUCED) -> dict:
+    """A deep copy of `config` with `update(copy)` applied."""
+    config = copy.deepcopy(config)
+    update(config)
+    return config
 
 
 def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:

@@ -27,6 +27,11 @@ from pathlib import Path
 
 from painters import plan as plans_module
 
+# lm-eval's bootstrap of stderrs (perplexity, ...) forks a process pool unless this is
+# set. Forking a process that runs torch threads can hang the pool (seen in the resident
+# worker); the single-process loop draws the same resamples (same per-chunk seeds).
+os.environ.setdefault("DISABLE_MULTIPROC", "1")
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # what `--model` may be when it is not an existing directory: a hub id (`org/name` or `name`)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -356,7 +361,12 @@ def run_command(args) -> int:
         gen_kwargs=gen_kwargs,
     )
     results.safe_name(request.name, "--name")
-    if args.worker:
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    if slurm_job:
+        print(f"Slurm job {slurm_job}, GPUs: {os.environ.get('SLURM_JOB_GPUS') or 'none'}", flush=True)
+    # Inside a Slurm job --worker scores here: a resident worker would outlive the job and
+    # hold its GPU memory after the allocation is gone (Slurm without cgroups does not reap it).
+    if args.worker and not slurm_job:
         from painters import worker
 
         worker.submit(spec, request, idle_seconds=args.worker_idle)

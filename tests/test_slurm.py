@@ -1,0 +1,196 @@
+"""The workflow through `snakemake --profile slurm` on a real single-node Slurm cluster.
+
+.ci/slurm_up.sh starts the cluster (Debian's slurmctld, slurmd, munge; one fake
+GPU as gres) and .ci/run stops it by PID at the end; without it these tests skip.
+Proof that a job went through sbatch: Snakemake's "submitted with SLURM jobid"
+line, and that job id in Slurm's own job-completion record (jobcomp.log).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from workflow_helpers import REDUCED, REPO, SNAKEFILE, changed, write_config
+
+SLURM_DIR = Path(os.environ.get("PAINTERS_SLURM_DIR", "/tmp/painters-slurm"))
+JOBCOMP = SLURM_DIR / "log/jobcomp.log"
+
+
+def slurm_is_up() -> bool:
+    try:
+        state = subprocess.run(["timeout", "-k", "2", "10", "sinfo", "-h", "-N", "-o", "%T"],
+                               capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return False
+    return state.startswith(("idle", "mix", "alloc"))
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(not slurm_is_up(), reason="no Slurm cluster up (start one with .ci/slurm_up.sh)"),
+]
+
+# The reduced demo with the evaluation asking for a GPU, as config/paper.yaml does.
+CLUSTER = changed(lambda c: (
+    c["models"]["demo"]["resources"].update(gpu=1, mem_mb=2000, runtime=10, cpus_per_task=1),
+    c["sweeps"].pop(),  # skip and random at N=0: 3 plans x 2 benchmarks
+))
+EVALUATIONS = 6
+
+
+def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
+    # `--profile slurm` as users type it at the repository root (the cwd below); the
+    # Slurm logs go to the scratch folder, not to the repository's results/
+    return ["timeout", "-k", "10", "480", sys.executable, "-m", "snakemake", "--profile", "slurm",
+            "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(configfile),
+            "--slurm-logdir", str(workdir / "results/logs/slurm"), *args]
+
+
+def run_on_slurm(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PAINTERS_SLURM_PARTITION": "debug"}
+    return subprocess.run(snakemake_command(workdir, configfile, *args), cwd=REPO, env=environment,
+                          capture_output=True, text=True)
+
+
+def submitted(output: str, rule: str) -> list[str]:
+    """Slurm job ids of `rule`'s jobs, from Snakemake's submission lines."""
+    pattern = rf"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_{rule}/"
+    return re.findall(pattern, output)
+
+
+def job_records() -> dict[str, dict[str, str]]:
+    """Slurm's job-completion records: {job id: {field: value}}."""
+    records = {}
+    for line in JOBCOMP.read_text().splitlines():
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part)
+        records[fields["JobId"]] = fields
+    return records
+
+
+def score_files(workdir: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in (workdir / "results/scores").rglob("*.parquet")}
+
+
+def values(workdir: Path) -> pl.DataFrame:
+    frame = pl.read_parquet(workdir / "results/scores/*/*/*.parquet")
+    return frame.select("plan", "benchmark", "metric", "filter", "value", "stderr", "n_samples").sort(
+        "plan", "benchmark", "metric", "filter"
+    )
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("local")
+    os.environ["PAINTERS_WORKER_DIR"] = str(workdir / "workers")
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+               "--cores", "2", "--configfile", str(write_config(workdir, CLUSTER))]
+    result = subprocess.run(["timeout", "-k", "10", "300", *command], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slurm")
+    started = time.perf_counter()
+    result = run_on_slurm(workdir, write_config(workdir, CLUSTER))
+    print(f"reduced demo on Slurm: {time.perf_counter() - started:.0f} s")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, result.stdout + result.stderr
+
+
+def test_every_evaluation_went_through_sbatch_and_got_its_gpu(slurm_run):
+    workdir, output = slurm_run
+    job_ids = submitted(output, "evaluate_demo")
+    assert len(job_ids) == EVALUATIONS == len(score_files(workdir))
+    records = job_records()
+    for job_id in job_ids:
+        assert records[job_id]["JobState"] == "COMPLETED", records[job_id]
+        assert records[job_id]["WorkDir"] == str(workdir)
+    # the job's own log: it ran inside the Slurm job and saw the GPU Slurm gave it
+    logs = list((workdir / "results/logs/evaluate/demo").rglob("*.log"))
+    assert len(logs) == EVALUATIONS
+    for log in logs:
+        assert re.search(r"Slurm job (\d+), GPUs: 0", log.read_text()), log
+
+
+def test_scores_on_slurm_equal_a_local_run(slurm_run, local_run):
+    workdir, _ = slurm_run
+    assert values(workdir).height > 0
+    assert values(workdir).equals(values(local_run))
+
+
+def test_the_report_builds(slurm_run):
+    workdir, _ = slurm_run
+    report = workdir / "reports/report.html"
+    assert report.is_file() and "fig04_skip" in report.read_text()
+
+
+def test_a_cancelled_job_fails_and_a_rerun_completes_it(slurm_run):
+    workdir, _ = slurm_run
+    before = score_files(workdir)
+    more = changed(lambda c: c["sweeps"][0].update(seeds=[0, 1, 2]), CLUSTER)  # 2 plans x 2 benchmarks
+    configfile = write_config(workdir, more, "more.yaml")
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    # retries 0: the cancelled job fails for good instead of being resubmitted at once
+    run = subprocess.Popen(snakemake_command(workdir, configfile, "--retries", "0"), cwd=REPO, env=environment,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    cancelled = None
+    deadline = time.monotonic() + 240
+    while cancelled is None and time.monotonic() < deadline and run.poll() is None:
+        queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True).stdout
+        running = [line.split()[0] for line in queue.splitlines() if "rule_evaluate_demo" in line]
+        if running:
+            time.sleep(2)  # let it get going
+            cancelled = running[0]
+            subprocess.run(["scancel", cancelled], check=True)
+        time.sleep(0.5)
+    try:
+        output, _ = run.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise
+    assert cancelled, "no evaluation job was seen running"
+    assert run.returncode != 0, output[-3000:]
+    assert f"SLURM-jobid {cancelled}" in output or f"jobid {cancelled}" in output
+    assert "Error in rule evaluate_demo" in output
+    assert job_records()[cancelled]["JobState"] == "CANCELLED"
+    after_cancel = score_files(workdir)
+    assert len(after_cancel) == len(before) + 3  # the other new jobs went on (keep-going)
+    assert {p: after_cancel[p] for p in before} == before
+
+    result = run_on_slurm(workdir, configfile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = score_files(workdir)
+    assert len(final) == len(before) + 4
+    assert {p: final[p] for p in after_cancel} == after_cancel  # nothing that had finished ran again
+    assert len(submitted(result.stdout + result.stderr, "evaluate_demo")) == 1
+
+
+def test_a_job_over_its_memory_is_retried_with_more(slurm_run):
+    """Slurm kills a job over its --mem (OverMemoryKill); the profile's retries resubmit it
+    with mem_mb x attempt until it fits (the plugin reports the kill as a failed job)."""
+    workdir, _ = slurm_run
+    # about 650 MB at peak: 250 MB is killed, and attempt 2 (500) or 3 (750) fits
+    small = changed(lambda c: (c["models"]["demo"]["resources"].update(mem_mb=250),
+                               c["sweeps"][0].update(seeds=[0, 3])), CLUSTER)
+    configfile = write_config(workdir, small, "small.yaml")
+    target = "results/scores/demo/random-N0-S3/demo_choice.parquet"
+    result = run_on_slurm(workdir, configfile, target)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert (workdir / target).is_file()
+    attempts = [job_records()[job_id] for job_id in submitted(output, "evaluate_demo")]
+    assert len(attempts) >= 2
+    assert attempts[0]["JobState"] in {"FAILED", "OUT_OF_MEMORY"} and "mem=250M" in attempts[0]["Tres"]
+    assert attempts[-1]["JobState"] == "COMPLETED"
+    assert f"mem={250 * len(attempts)}M" in attempts[-1]["Tres"]
+    killed_logs = (workdir / "results/logs/slurm/rule_evaluate_demo").rglob("*.log")
+    assert any("exceeded memory limit" in log.read_text() for log in killed_logs)
