@@ -363,7 +363,7 @@ def run_command(args) -> int:
     results.safe_name(request.name, "--name")
     slurm_job = os.environ.get("SLURM_JOB_ID")
     if slurm_job:
-        print(f"Slurm job {slurm_job}, GPUs: {os.environ.get('SLURM_JOB_GPUS') or 'none'}", flush=True)
+        print(f"Slurm job {slurm_job}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
     # Inside a Slurm job --worker scores here: a resident worker would outlive the job and
     # hold its GPU memory after the allocation is gone (Slurm without cgroups does not reap it).
     if args.worker and not slurm_job:
