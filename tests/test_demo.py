@@ -1,6 +1,7 @@
 """The demo world: generated data and tasks, the trained demo model, and its scores through lm-eval."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from painters.demo import data as demo_data
@@ -32,8 +34,6 @@ def test_the_same_seed_gives_the_same_files_and_another_seed_other_ones(tmp_path
 
 
 def test_every_task_records_its_chance_level(tmp_path):
-    import yaml
-
     folder = demo_data.generate(tmp_path / "d", n_test=50, n_train=100)
     for task in demo_data.TASKS:
         config = yaml.safe_load((folder / f"tasks/{task}.yaml").read_text())
@@ -91,8 +91,6 @@ def test_training_is_deterministic(tmp_path):
 
 
 def run_painters(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    import os
-
     return subprocess.run(
         [sys.executable, "-m", "painters", *args],
         capture_output=True,

@@ -105,14 +105,17 @@ class Step(nn.Module):
         super().__init__()
         self.step_layers = nn.ModuleList(step_layers)
         self.slots = slots
+        # found once here, not on every call: walking a layer's modules costs more than a tiny layer
+        self._cache_holders = [_cache_index_holders(layer) for layer in step_layers]
         # some decoders read per-layer attributes off the layer they loop over
         for name in ("attention_type",):
             if hasattr(step_layers[0], name):
                 setattr(self, name, getattr(step_layers[0], name))
 
-    def _call(self, layer: nn.Module, slot: int, hidden_states: torch.Tensor, args, kwargs):
-        for holder in _cache_index_holders(layer):
-            holder.layer_idx = slot
+    def _call(self, i: int, hidden_states: torch.Tensor, args, kwargs):
+        layer = self.step_layers[i]
+        for holder in self._cache_holders[i]:
+            holder.layer_idx = self.slots[i]
         device = _device_of(layer)
         if device is not None and hidden_states.device != device:
             hidden_states = hidden_states.to(device)
@@ -120,10 +123,8 @@ class Step(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         if len(self.step_layers) == 1:
-            return self._call(self.step_layers[0], self.slots[0], hidden_states, args, kwargs)
-        outputs = [
-            self._call(layer, slot, hidden_states, args, kwargs) for layer, slot in zip(self.step_layers, self.slots)
-        ]
+            return self._call(0, hidden_states, args, kwargs)
+        outputs = [self._call(i, hidden_states, args, kwargs) for i in range(len(self.step_layers))]
         first = outputs[0]
         states = [out[0] if isinstance(out, tuple) else out for out in outputs]
         device = states[0].device
