@@ -180,8 +180,8 @@ def test_a_job_over_its_memory_is_retried_with_more(slurm_run):
     """Slurm kills a job over its --mem (OverMemoryKill); the profile's retries resubmit it
     with mem_mb x attempt until it fits (the plugin reports the kill as a failed job)."""
     workdir, _ = slurm_run
-    # about 650 MB at peak: 256 MB (the schema's least) is killed; attempt 2 (512) or 3 (768) fits
-    small = changed(lambda c: (c["models"]["demo"]["resources"].update(mem_mb=256),
+    # the job step (snakemake jobstep + painters) peaks near 800 MB: 400 is killed; 800 or 1200 fits
+    small = changed(lambda c: (c["models"]["demo"]["resources"].update(mem_mb=400),
                                c["sweeps"].append({"name": "random", "variants": ["random"], "N": [0], "seeds": [3]})),
                     CLUSTER)
     configfile = write_config(workdir, small, "small.yaml")
@@ -192,8 +192,8 @@ def test_a_job_over_its_memory_is_retried_with_more(slurm_run):
     assert (workdir / target).is_file()
     attempts = [job_records()[job_id] for job_id in submitted(output, "evaluate_demo")]
     assert len(attempts) >= 2
-    assert attempts[0]["JobState"] in {"FAILED", "OUT_OF_MEMORY"} and "mem=256M" in attempts[0]["Tres"]
+    assert attempts[0]["JobState"] in {"FAILED", "OUT_OF_MEMORY"} and "mem=400M" in attempts[0]["Tres"]
     assert attempts[-1]["JobState"] == "COMPLETED"
-    assert f"mem={256 * len(attempts)}M" in attempts[-1]["Tres"]
+    assert f"mem={400 * len(attempts)}M" in attempts[-1]["Tres"]
     killed_logs = (workdir / "results/logs/slurm/rule_evaluate_demo").rglob("*.log")
     assert any("exceeded memory limit" in log.read_text() for log in killed_logs)

@@ -79,15 +79,14 @@ def num_layers(model: nn.Module) -> int:
     return len(layer_list(model))
 
 
-def _device_of(module: nn.Module) -> torch.device | None:
-    # accelerate's device_map hooks know where a layer executes; else use its first parameter
+def _device_of(module: nn.Module, first_parameter: torch.Tensor | None) -> torch.device | None:
+    # accelerate's device_map hooks know where a layer executes; else where its first parameter is
+    # (the same Parameter object follows the module through .to())
     hook = getattr(module, "_hf_hook", None)
     device = getattr(hook, "execution_device", None)
     if device is not None:
         return torch.device(device)
-    for parameter in module.parameters():
-        return parameter.device
-    return None
+    return None if first_parameter is None else first_parameter.device
 
 
 def _cache_index_holders(layer: nn.Module) -> list[nn.Module]:
@@ -107,6 +106,7 @@ class Step(nn.Module):
         self.slots = slots
         # found once here, not on every call: walking a layer's modules costs more than a tiny layer
         self._cache_holders = [_cache_index_holders(layer) for layer in step_layers]
+        self._first_parameters = [next(layer.parameters(), None) for layer in step_layers]
         # some decoders read per-layer attributes off the layer they loop over
         for name in ("attention_type",):
             if hasattr(step_layers[0], name):
@@ -116,7 +116,7 @@ class Step(nn.Module):
         layer = self.step_layers[i]
         for holder in self._cache_holders[i]:
             holder.layer_idx = self.slots[i]
-        device = _device_of(layer)
+        device = _device_of(layer, self._first_parameters[i])
         if device is not None and hidden_states.device != device:
             hidden_states = hidden_states.to(device)
         return layer(hidden_states, *args, **kwargs)
