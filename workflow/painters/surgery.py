@@ -18,6 +18,7 @@ No Snakemake and no I/O here: plain Python, tested directly.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -133,12 +134,23 @@ class Step(nn.Module):
 
 
 def build_steps(original_layers: nn.ModuleList, schedule) -> nn.ModuleList:
-    """A ModuleList of Steps for `schedule`, numbering cache slots in execution order."""
+    """A ModuleList of Steps for `schedule`, numbering cache slots in execution order.
+
+    A layer that runs once in the schedule, alone, at its own index as cache slot is placed
+    as it is: it needs no wrapper (so the baseline and the first N layers of every plan cost
+    nothing extra). A layer that runs twice is always wrapped: each call sets its slot.
+    """
+    uses = Counter(i for step in schedule for i in step)
     steps, next_slot = [], 0
     for step in schedule:
         slots = list(range(next_slot, next_slot + len(step)))
         next_slot += len(step)
-        steps.append(Step([original_layers[i] for i in step], slots))
+        layer = original_layers[step[0]]
+        at_own_slot = all(h.layer_idx == slots[0] for h in _cache_index_holders(layer))
+        if len(step) == 1 and uses[step[0]] == 1 and step[0] == slots[0] and at_own_slot:
+            steps.append(layer)
+        else:
+            steps.append(Step([original_layers[i] for i in step], slots))
     return nn.ModuleList(steps)
 
 
