@@ -10,14 +10,21 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from workflow_helpers import REDUCED, REPO, SNAKEFILE, changed, write_config
+from workflow_helpers import (
+    REPO,
+    changed,
+    offline_environment,
+    score_mtimes as score_files,
+    snakemake,
+    snakemake_command,
+    write_config,
+)
 
 SLURM_DIR = Path(os.environ.get("PAINTERS_SLURM_DIR", "/tmp/painters-slurm"))
 JOBCOMP = SLURM_DIR / "log/jobcomp.log"
@@ -45,20 +52,19 @@ CLUSTER = changed(lambda c: (
 EVALUATIONS = 4
 
 
-def snakemake_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
+def slurm_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
     # `--profile slurm` as users type it at the repository root (the cwd below); the
     # Slurm logs go to the scratch folder, not to the repository's results/
-    return ["timeout", "-k", "10", "480", sys.executable, "-m", "snakemake", "--profile", "slurm",
-            "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(configfile),
-            "--slurm-logdir", str(workdir / "results/logs/slurm"),
-            # poll every 5 s, not every 20: the jobs here take seconds (MinJobAge 300 >= 3 x 5)
-            "--slurm-init-seconds-before-status-checks", "5", *args]
+    return ["timeout", "-k", "10", "480", *snakemake_command(
+        workdir, "--profile", "slurm", "--configfile", str(configfile),
+        "--slurm-logdir", str(workdir / "results/logs/slurm"),
+        # poll every 5 s, not every 20: the jobs here take seconds (MinJobAge 300 >= 3 x 5)
+        "--slurm-init-seconds-before-status-checks", "5", *args)]
 
 
 def run_on_slurm(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PAINTERS_SLURM_PARTITION": "debug"}
-    return subprocess.run(snakemake_command(workdir, configfile, *args), cwd=REPO, env=environment,
-                          capture_output=True, text=True)
+    return subprocess.run(slurm_command(workdir, configfile, *args), cwd=REPO,
+                          env=offline_environment(PAINTERS_SLURM_PARTITION="debug"), capture_output=True, text=True)
 
 
 def submitted(output: str, rule: str) -> list[str]:
@@ -76,10 +82,6 @@ def job_records() -> dict[str, dict[str, str]]:
     return records
 
 
-def score_files(workdir: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in (workdir / "results/scores").rglob("*.parquet")}
-
-
 def values(workdir: Path) -> pl.DataFrame:
     frame = pl.read_parquet(workdir / "results/scores/*/*/*.parquet")
     return frame.select("plan", "benchmark", "metric", "filter", "value", "stderr", "n_samples").sort(
@@ -91,9 +93,7 @@ def values(workdir: Path) -> pl.DataFrame:
 def local_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("local")
     os.environ["PAINTERS_WORKER_DIR"] = str(workdir / "workers")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-               "--cores", "2", "--configfile", str(write_config(workdir, CLUSTER))]
-    result = subprocess.run(["timeout", "-k", "10", "300", *command], cwd=REPO, capture_output=True, text=True)
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(write_config(workdir, CLUSTER)), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -140,9 +140,8 @@ def test_a_cancelled_job_fails_and_a_rerun_completes_it(slurm_run):
     before = score_files(workdir)
     more = changed(lambda c: c["sweeps"][0].update(N=[0, 1]), CLUSTER)  # skip-N1 x 2 benchmarks
     configfile = write_config(workdir, more, "more.yaml")
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     # retries 0: the cancelled job fails for good instead of being resubmitted at once
-    run = subprocess.Popen(snakemake_command(workdir, configfile, "--retries", "0"), cwd=REPO, env=environment,
+    run = subprocess.Popen(slurm_command(workdir, configfile, "--retries", "0"), cwd=REPO, env=offline_environment(),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     cancelled = None
     deadline = time.monotonic() + 240

@@ -3,14 +3,22 @@
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
 
-from workflow_helpers import REDUCED, REPO, SNAKEFILE, changed, planned_jobs, snakemake, write_config
+from workflow_helpers import (
+    REDUCED,
+    REPO,
+    changed,
+    offline_environment,
+    planned_jobs,
+    score_mtimes as scores,
+    snakemake,
+    snakemake_command,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +27,6 @@ def dry_run(workdir, config):
     result = snakemake(workdir, "-n", "--configfile", str(write_config(workdir, config, "dry.yaml")))
     assert result.returncode == 0, result.stdout + result.stderr
     return planned_jobs(result)
-
-
-def scores(workdir):
-    return {p: p.stat().st_mtime_ns for p in (workdir / "results/scores").rglob("*.parquet")}
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +95,9 @@ def test_a_killed_run_resumes_and_keeps_what_finished(finished_run):
     before = scores(workdir)
     bigger = changed(lambda c: c["sweeps"][0].update(N=[0, 1], seeds=[0, 1, 2]))
     configfile = write_config(workdir, bigger, "bigger.yaml")
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-               "--cores", "2", "--configfile", str(configfile)]
-    run = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    command = snakemake_command(workdir, "--cores", "2", "--configfile", str(configfile))
+    run = subprocess.Popen(command, cwd=REPO, env=offline_environment(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while len(scores(workdir)) < len(before) + 4 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.1)

@@ -50,11 +50,25 @@ def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
     return path
 
 
+def offline_environment(**extra: str) -> dict[str, str]:
+    """This process's environment, with the hubs off (and `extra` added)."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """`snakemake ARGS` on the repository's Snakefile, with `workdir` as the working directory (run it from REPO)."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
+
+
 def snakemake(workdir: Path, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`snakemake ARGS` on the repository's Snakefile, with `workdir` as the working directory."""
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=environment)
+    """Run `snakemake_command(workdir, *args)` offline and wait for it."""
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, env=offline_environment(**(env or {})))
+
+
+def score_mtimes(workdir: Path) -> dict[Path, int]:
+    """Every score file under WORKDIR/results/scores with its modification time (ns)."""
+    return {p: p.stat().st_mtime_ns for p in (Path(workdir) / "results/scores").rglob("*.parquet")}
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:

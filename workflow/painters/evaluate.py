@@ -16,7 +16,6 @@ and publishes the files. The workflow uses it to make many small jobs cheap.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
