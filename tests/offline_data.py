@@ -82,3 +82,28 @@ def write_data_dir(data_dir, benchmarks=tuple(ROW_MAKERS)):
         for relative in LOCAL_DATA[name].files.values():
             write_jsonl(data_dir / relative, [ROW_MAKERS[name](rng, i) for i in range(ROWS)])
     return data_dir
+
+
+def write_fewshot_task(folder, data_dir, name: str = "arc_easy_3shot", shots: int = 3):
+    """A user's few-shot task: lm-eval's arc_easy, 3-shot, reading the local rows of `data_dir`.
+
+    Returns the folder to give as an include path."""
+    from pathlib import Path
+
+    import yaml
+
+    from painters.benchmarks import _lm_eval_tasks_dir
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "include": str(_lm_eval_tasks_dir() / LOCAL_DATA["arc_easy"].builtin_yaml),
+        "task": name,
+        "tag": None,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {s: str(Path(data_dir) / f) for s, f in LOCAL_DATA["arc_easy"].files.items()}},
+        "num_fewshot": shots,
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder

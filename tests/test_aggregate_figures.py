@@ -21,7 +21,8 @@ def row(model, plan_key, benchmark, metric, value, random_baseline, higher=True,
         "M": p.affected(T), "K": p.K, "seed": p.seed, "layer": p.layer, "percent": p.percent, "num_layers": T,
         "benchmark": benchmark, "metric": metric, "filter": filter_name, "value": value, "stderr": 0.01,
         "higher_is_better": higher, "random_baseline": random_baseline, "n_samples": 100, "limit": 100.0,
-        "num_fewshot": 0, "dtype": "float32", "device": "cpu", "seconds": 0.1, "painters_version": "0",
+        "num_fewshot": 0, "fewshot_seed": 1234, "prompt_hash": "0" * 16, "generation_kwargs": None, "batch_size": "16",
+        "bootstrap_iters": 1000, "dtype": "float32", "device": "cpu", "seconds": 0.1, "painters_version": "0",
         "lm_eval_version": "0.4.13", "transformers_version": "5", "torch_version": "2", "timestamp": datetime.now(timezone.utc),
     }
 

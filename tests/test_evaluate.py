@@ -5,43 +5,21 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import json
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import datasets
 import polars as pl
 import pytest
 
-from offline_data import ROW_MAKERS, ROWS, write_data_dir
 from painters import cli
-from painters.evaluate import ModelSpec, Request, Session, parse_limit
+from painters.evaluate import Request, parse_limit
 from painters.results import SCORE_COLUMNS, score_path
-from painters.tiny import save_tiny_causal_lm
 
 LIMIT = 10
 BENCHMARKS = ["arc_easy", "lambada_openai"]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A tiny random Llama (4 layers) and local copies of the default benchmarks."""
-    root = tmp_path_factory.mktemp("world")
-    datasets.config.HF_DATASETS_CACHE = str(root / "hf_cache")
-    data_dir = write_data_dir(root / "data")
-    texts = [json.dumps(ROW_MAKERS[name](random.Random(1), i)) for name in ROW_MAKERS for i in range(ROWS)]
-    model_dir = save_tiny_causal_lm(root / "model", arch="llama", seed=0, texts=texts)
-    return root, model_dir, data_dir
-
-
-@pytest.fixture(scope="module")
-def session(world):
-    _, model_dir, data_dir = world
-    return Session(ModelSpec(model=str(model_dir), dtype="float32", device="cpu", data_dir=str(data_dir)), log=lambda _: None)
 
 
 def read_scores(out, plan, benchmark, name="tiny"):
@@ -118,9 +96,9 @@ def test_limit_parsing(limit, expected):
 
 
 def evaluate_cli(world, out, *extra, plans=("baseline",), benchmarks=("arc_easy",)):
-    _, model_dir, data_dir = world
+    root, model_dir, data_dir = world
     argv = ["evaluate", "--model", str(model_dir), "--name", "tiny", "--out", str(out), "--limit", str(LIMIT)]
-    argv += ["--data-dir", str(data_dir), "--dtype", "float32", "--device", "cpu"]
+    argv += ["--data-dir", str(data_dir), "--dtype", "float32", "--device", "cpu", "--include-path", str(root / "tasks")]
     return cli.main([*argv, "--plans", *plans, "--benchmarks", *benchmarks, *extra])
 
 
@@ -163,15 +141,20 @@ def test_bad_input_names_the_value_and_writes_nothing(world, tmp_path, capsys, c
     assert kept.read_bytes() == b"finished earlier"
 
 
+# a killed run is resumed on the few-shot benchmarks: the resumed scores must equal an uninterrupted run's
+KILLED_BENCHMARKS = ["arc_easy_3shot", "gsm8k"]
+
+
 def run_evaluate_process(world, out, plans, *extra):
-    _, model_dir, data_dir = world
+    root, model_dir, data_dir = world
     command = [sys.executable, "-m", "painters", "evaluate", "--model", str(model_dir), "--name", "tiny"]
     command += ["--out", str(out), "--limit", str(LIMIT), "--data-dir", str(data_dir), "--device", "cpu"]
-    command += ["--benchmarks", *BENCHMARKS, "--plans", *plans, *extra]
+    command += ["--include-path", str(root / "tasks"), "--max-gen-toks", "8"]
+    command += ["--benchmarks", *KILLED_BENCHMARKS, "--plans", *plans, *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_sigkill_leaves_only_finished_files_and_a_rerun_completes(world, tmp_path):
+def test_sigkill_leaves_only_finished_files_and_a_rerun_completes(session, world, tmp_path):
     plans = ["baseline", "skip-N0", "skip-N1", "reverse-N0", "reverse-N1", "parallel-N0", "parallel-N1", "middle_repeat-N0"]
     out = tmp_path / "out"
     process = run_evaluate_process(world, out, plans)
@@ -187,9 +170,15 @@ def test_sigkill_leaves_only_finished_files_and_a_rerun_completes(world, tmp_pat
     rerun = run_evaluate_process(world, out, plans)
     log, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, log
-    assert len(parquets(out)) == len(plans) * len(BENCHMARKS)
+    assert len(parquets(out)) == len(plans) * len(KILLED_BENCHMARKS)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # kept, not recomputed
     assert not [p for p in out.rglob("*") if p.is_file() and p.suffix != ".parquet"]  # no temporaries
+    # killed, resumed and in another process: the same scores and prompts as one uninterrupted run
+    session.run(Request("tiny", tuple(plans), tuple(KILLED_BENCHMARKS), str(tmp_path / "whole"), limit=LIMIT,
+                        gen_kwargs={"max_gen_toks": 8}))
+    columns = ["metric", "filter", "value", "prompt_hash", "fewshot_seed"]
+    for path in parquets(out):
+        assert pl.read_parquet(out / path).select(columns).equals(pl.read_parquet(tmp_path / "whole" / path).select(columns))
 
 
 def test_worker_gives_the_in_process_scores_and_stays_loaded(world, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from painters.results import SCORE_COLUMNS, write_atomic
+from painters.results import read_score_file, write_atomic
 
 MEDIAN = "median"
 PLAN_COLUMNS = ["model", "model_id", "plan", "variant", "N", "M", "K", "seed", "layer", "percent", "num_layers"]
@@ -39,7 +39,7 @@ def read_scores(scores_dir: str | Path) -> pl.DataFrame:
     files = sorted(Path(scores_dir).glob("*/*/*.parquet"))
     if not files:
         raise FileNotFoundError(f"no score files under {scores_dir} (expected {scores_dir}/MODEL/PLAN/BENCHMARK.parquet)")
-    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed").select(list(SCORE_COLUMNS))
+    return pl.concat([read_score_file(f) for f in files], how="vertical_relaxed")
 
 
 def primary_metrics(scores: pl.DataFrame) -> pl.DataFrame:

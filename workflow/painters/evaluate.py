@@ -16,7 +16,11 @@ and publishes the files. The workflow uses it to make many small jobs cheap.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import os
+import random
 import re
 import sys
 import tempfile
@@ -32,6 +36,11 @@ from painters import plan as plans_module
 os.environ.setdefault("DISABLE_MULTIPROC", "1")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# lm-eval's own defaults in simple_evaluate (python, numpy, torch, few-shot sampler). They are
+# pinned again before every (plan, benchmark) evaluation, so a score never depends on what
+# ran before it in the same process; the few-shot seed is a setting (--fewshot-seed).
+PYTHON_SEED, NUMPY_SEED, TORCH_SEED = 0, 1234, 1234
+FEWSHOT_SEED = 1234
 # what `--model` may be when it is not an existing directory: a hub id (`org/name` or `name`)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -70,6 +79,7 @@ class Request:
     bootstrap_iters: int = 1000
     overwrite: bool = False
     gen_kwargs: dict = field(default_factory=dict)
+    fewshot_seed: int = FEWSHOT_SEED
 
 
 def parse_limit(text: str | None) -> float | int | None:
@@ -164,6 +174,8 @@ class Session:
                 raise FileNotFoundError(f"--include-path {path} is not a directory of lm-eval task YAMLs")
         self.task_manager = TaskManager(include_path=include or None)
         self.tasks: dict[str, dict] = {}  # benchmark -> the task dict TaskManager.load gave for it
+        # task name -> its generation settings as built, so one request's gen_kwargs never leak into the next
+        self.generation_defaults: dict[str, dict] = {}
         self.versions = _versions()
         log(f"loaded {spec.model}: {self.num_layers} layers, {self.dtype} on {self.device} "
             f"in {time.perf_counter() - started:.1f} s")
@@ -195,8 +207,35 @@ class Session:
                     f"benchmark {benchmark}: could not load its data ({error}); "
                     "without internet give --data-dir with local copies (docs/offline-data.md)"
                 ) from None
+            for name, task in self.tasks[benchmark]["tasks"].items():
+                if is_generative(task):
+                    self.generation_defaults[name] = copy.deepcopy(task.get_config("generation_kwargs") or {})
             self.log(f"built task {benchmark} in {time.perf_counter() - started:.1f} s")
         return self.tasks[benchmark]
+
+    def prepare(self, task_dict: dict, request: Request) -> None:
+        """Put every task and random generator in the state lm-eval's simple_evaluate starts from.
+
+        Called before every evaluation, so that a score does not depend on which plans or
+        benchmarks ran earlier in this process: the few-shot samplers start again from the
+        seed (lm-eval builds them with an OS-seeded Random and advances them per document),
+        python/numpy/torch are re-seeded (tasks and sampling generation may draw from them),
+        a task with no few-shot count gets 0 as simple_evaluate gives it, and generation
+        settings are the task's own plus this request's.
+        """
+        import numpy
+        from lm_eval.utils import set_torch_seed
+
+        random.seed(PYTHON_SEED)
+        numpy.random.seed(NUMPY_SEED)
+        set_torch_seed(TORCH_SEED)
+        for name, task in task_dict["tasks"].items():
+            if task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+            task.set_fewshot_seed(seed=request.fewshot_seed)
+            if name in self.generation_defaults:
+                settings = {**copy.deepcopy(self.generation_defaults[name]), **request.gen_kwargs}
+                task.set_config(key="generation_kwargs", value=settings)
 
     def run(self, request: Request, publish=None) -> list[Path]:
         """Score every (plan, benchmark) of `request`; returns the parquet paths written.
@@ -219,10 +258,7 @@ class Session:
                     self.log(f"kept {final} (exists; --overwrite recomputes it)")
                     continue
                 task_dict = self.task(benchmark)
-                if request.gen_kwargs:
-                    for task in task_dict["tasks"].values():
-                        if task.get_config("output_type") == "generate_until":
-                            task.set_config(key="generation_kwargs", value=request.gen_kwargs, update=True)
+                self.prepare(task_dict, request)
                 started = time.perf_counter()
                 with surgery.apply(self.model, plan):
                     output = evaluate(
@@ -234,14 +270,14 @@ class Session:
                         verbosity="WARNING",
                     )
                 seconds = time.perf_counter() - started
-                rows = self.rows(output, request, plan, benchmark, seconds)
+                rows = self.rows(output, task_dict, request, plan, benchmark, seconds)
                 publish(results.write_temp(results.scores_frame(rows), final), final)
                 written.append(final)
                 done += 1
             self.log(f"plan {plan.key}: {done} benchmark(s) in {time.perf_counter() - plan_started:.1f} s")
         return written
 
-    def rows(self, output: dict, request: Request, plan, benchmark: str, seconds: float) -> list[dict]:
+    def rows(self, output: dict, task_dict: dict, request: Request, plan, benchmark: str, seconds: float) -> list[dict]:
         """lm-eval's result dict as long-format rows (one per metric and filter)."""
         from datetime import datetime, timezone
 
@@ -254,6 +290,8 @@ class Session:
             config = output["configs"].get(task_name, {})
             higher = output.get("higher_is_better", {}).get(task_name, {})
             n_samples = output.get("n-samples", {}).get(task_name, {}).get("effective")
+            task = task_dict["tasks"].get(task_name)
+            generation = task.get_config("generation_kwargs") if task and is_generative(task) else None
             for key, value in metrics.items():
                 if "," not in key or "_stderr," in key:
                     continue
@@ -282,6 +320,11 @@ class Session:
                         "n_samples": n_samples,
                         "limit": limit,
                         "num_fewshot": config.get("num_fewshot") or 0,
+                        "fewshot_seed": request.fewshot_seed,
+                        "prompt_hash": prompt_hash(task) if task else None,
+                        "generation_kwargs": None if generation is None else json.dumps(generation, sort_keys=True),
+                        "batch_size": str(self.spec.batch_size),
+                        "bootstrap_iters": request.bootstrap_iters,
                         "dtype": self.dtype,
                         "device": self.device,
                         "seconds": seconds,
@@ -292,6 +335,19 @@ class Session:
         if not rows:
             raise ValueError(f"lm-eval returned no metrics for benchmark {benchmark!r}")
         return rows
+
+
+def is_generative(task) -> bool:
+    return task.get_config("output_type") == "generate_until"
+
+
+def prompt_hash(task) -> str:
+    """A fingerprint of every request lm-eval built for `task` (documents, contexts with their
+    few-shot examples, continuations, generation settings): equal hashes, equal prompts."""
+    digest = hashlib.sha256()
+    for instance in sorted(task.instances, key=lambda i: (i.doc_id, i.idx)):
+        digest.update(json.dumps([instance.doc_id, instance.idx, instance.args], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def _number(value) -> float | None:
@@ -358,6 +414,7 @@ def run_command(args) -> int:
         bootstrap_iters=args.bootstrap_iters,
         overwrite=args.overwrite,
         gen_kwargs=gen_kwargs,
+        fewshot_seed=args.fewshot_seed,
     )
     results.safe_name(request.name, "--name")
     slurm_job = os.environ.get("SLURM_JOB_ID")
@@ -400,6 +457,10 @@ def register(subparsers) -> None:
     parser.add_argument("--data-dir", help="local copies of the default benchmarks (docs/offline-data.md)")
     parser.add_argument("--include-path", action="append", default=[], metavar="DIR", help="folder of your own lm-eval task YAMLs")
     parser.add_argument("--bootstrap-iters", type=int, default=1000, help="lm-eval bootstrap for non-mean stderrs")
+    parser.add_argument(
+        "--fewshot-seed", type=int, default=FEWSHOT_SEED,
+        help=f"seed of lm-eval's few-shot sampler, reset before every plan (default {FEWSHOT_SEED}, lm-eval's)",
+    )
     parser.add_argument("--max-gen-toks", type=int, help="cap generation length of generate_until tasks")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")

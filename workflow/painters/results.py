@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 # column -> polars dtype; every score parquet has exactly these columns, in this order
 SCORE_COLUMNS: dict[str, pl.DataType] = {
@@ -40,6 +41,11 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "n_samples": pl.Int64,
     "limit": pl.Float64,  # null = full benchmark
     "num_fewshot": pl.Int64,
+    "fewshot_seed": pl.Int64,  # seed of lm-eval's few-shot sampler (matters where num_fewshot > 0)
+    "prompt_hash": pl.String,  # fingerprint of every request lm-eval built: equal hashes, equal prompts
+    "generation_kwargs": pl.String,  # JSON of a generate_until task's settings; null otherwise
+    "batch_size": pl.String,  # as given ("16"); on GPUs in bf16 scores move slightly with it
+    "bootstrap_iters": pl.Int64,
     "dtype": pl.String,
     "device": pl.String,
     "seconds": pl.Float64,  # wall time of this plan on this benchmark
@@ -115,3 +121,44 @@ def scores_frame(rows: list[dict]) -> pl.DataFrame:
     if missing:
         raise ValueError(f"score rows lack columns: {sorted(set(missing))}")
     return pl.DataFrame(rows, schema=SCORE_COLUMNS, strict=False).select(list(SCORE_COLUMNS))
+
+
+def read_score_file(path: str | os.PathLike, columns: list[str] | None = None) -> pl.DataFrame:
+    """A score parquet in the canonical schema; columns that files written by an older
+    painters lack come back as nulls (e.g. `fewshot_seed` before few-shot seeding)."""
+    wanted = list(columns or SCORE_COLUMNS)
+    present = set(pq.read_schema(path).names)
+    frame = pl.read_parquet(path, columns=[c for c in wanted if c in present])
+    return frame.with_columns(
+        pl.lit(None, dtype=SCORE_COLUMNS[c]).alias(c) for c in wanted if c not in present
+    ).select(wanted)
+
+
+def stale_reason(recorded: dict, fewshot_seed: int) -> str | None:
+    """Why a finished score no longer stands for the settings asked for now, or None if it does.
+
+    `recorded` is a row of the score file (its settings columns). A few-shot score depends on
+    the few-shot sampler's seed: one made with another seed, or before painters seeded the
+    sampler (no recorded seed: its few-shot examples were drawn from an OS-seeded generator),
+    is recomputed. A 0-shot score does not depend on it and stays.
+    """
+    if not recorded.get("num_fewshot"):
+        return None
+    if recorded.get("fewshot_seed") is None:
+        return "few-shot score made before few-shot seeding (its examples were drawn at random)"
+    if recorded["fewshot_seed"] != fewshot_seed:
+        return f"few-shot score made with fewshot_seed {recorded['fewshot_seed']}, the config asks for {fewshot_seed}"
+    return None
+
+
+def stale_scores(paths, fewshot_seed: int) -> dict[str, str]:
+    """{path: reason} for the existing score files among `paths` that must be recomputed."""
+    stale = {}
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        recorded = read_score_file(path, ["num_fewshot", "fewshot_seed"]).row(0, named=True)
+        reason = stale_reason(recorded, fewshot_seed)
+        if reason:
+            stale[str(path)] = reason
+    return stale

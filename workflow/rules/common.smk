@@ -2,12 +2,14 @@
 import os
 import re
 import shlex
+from collections import Counter
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from painters import plan as painters_plan
-from painters import sweep
+from painters import results, sweep
 
 min_version("9.0")
 
@@ -51,6 +53,18 @@ DEPTHS = {name: model_depth(name) for name in MODELS}
 JOBS = sweep.expand_jobs(config, DEPTHS)
 SCORE_FILES = [f"{RESULTS}/scores/{j.model}/{j.plan}/{j.benchmark}.parquet" for j in JOBS]
 SUMMARY = f"{RESULTS}/summary.parquet"
+# Finished scores that no longer stand for the config, read from the settings each file
+# records (a few-shot score made with another few-shot seed, or before the sampler was
+# seeded). Their evaluations are forced, as `--forcerun FILE` would; 0-shot scores never
+# depend on the seed and stay. Only the main process decides: a Slurm job step re-reads
+# this file and must run just its own job.
+STALE_SCORES = results.stale_scores(SCORE_FILES, config["evaluation"]["fewshot_seed"])
+if STALE_SCORES and workflow.is_main_process:
+    logger.warning(
+        f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
+        + "; ".join(f"{count} x {reason}" for reason, count in Counter(STALE_SCORES.values()).most_common())
+    )
+    workflow.dag_settings.forcerun = frozenset(workflow.dag_settings.forcerun) | STALE_SCORES.keys()
 
 
 wildcard_constraints:
@@ -71,6 +85,7 @@ def uses_demo(model):
 def demo_inputs(model):
     """The demo's data and model when `model` is the demo model (so they are built first)."""
     return {"demo_data": DEMO_DATA, "demo_model": DEMO_MODEL} if uses_demo(model) else {}
+
 
 
 class NoRerun:
@@ -102,8 +117,10 @@ def results_folder(score_file):
 
 
 def evaluate_run_args(model):
-    """Settings that do not change scores (batch size, device, worker); see NoRerun."""
-    args = ["--batch-size", model["batch_size"]]
+    """Settings that Snakemake's params trigger must not track (see NoRerun): batch size, device
+    and worker do not change scores; the few-shot seed does, but only those of few-shot
+    benchmarks, so its changes are found in the score files themselves (STALE_SCORES)."""
+    args = ["--batch-size", model["batch_size"], "--fewshot-seed", config["evaluation"]["fewshot_seed"]]
     for flag, key in (("--device", "device"), ("--device-map", "device_map"), ("--max-length", "max_length")):
         if model.get(key):
             args += [flag, model[key]]
