@@ -23,6 +23,7 @@ from workflow_helpers import (
     score_mtimes as score_files,
     snakemake,
     snakemake_command,
+    with_fewshot_task,
     write_config,
 )
 
@@ -44,10 +45,12 @@ pytestmark = [
     pytest.mark.skipif(not slurm_is_up(), reason="no Slurm cluster up (start one with .ci/slurm_up.sh)"),
 ]
 
-# The reduced demo with the evaluation asking for a GPU, as config/paper.yaml does.
+# The reduced demo with the evaluation asking for a GPU, as config/paper.yaml does, on a
+# 0-shot and a few-shot benchmark (whose prompts must not depend on where it ran).
 CLUSTER = changed(lambda c: (
     c["models"]["demo"]["resources"].update(gpu=1, mem_mb=2000, runtime=10, cpus_per_task=1),
     c.update(sweeps=[{"name": "skip", "variants": ["skip"], "N": [0]}]),  # baseline, skip-N0 x 2 benchmarks
+    c.update(benchmarks=["demo_choice"]), with_fewshot_task(c),
 ))
 EVALUATIONS = 4
 
@@ -84,7 +87,7 @@ def job_records() -> dict[str, dict[str, str]]:
 
 def values(workdir: Path) -> pl.DataFrame:
     frame = pl.read_parquet(workdir / "results/scores/*/*/*.parquet")
-    return frame.select("plan", "benchmark", "metric", "filter", "value", "stderr", "n_samples").sort(
+    return frame.select("plan", "benchmark", "metric", "filter", "value", "stderr", "n_samples", "prompt_hash").sort(
         "plan", "benchmark", "metric", "filter"
     )
 

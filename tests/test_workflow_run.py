@@ -1,6 +1,7 @@
 """The workflow end to end on a reduced demo, and what re-runs when the config changes."""
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from workflow_helpers import (
     score_mtimes as scores,
     snakemake,
     snakemake_command,
+    with_fewshot_task,
     write_config,
 )
 
@@ -88,6 +90,35 @@ def test_a_plot_only_setting_redraws_only_the_figures(finished_run):
     jobs = dry_run(finished_run, changed(lambda c: c["figures"].update(dpi=61)))
     assert jobs.pop("all") == 1
     assert jobs and all(rule.startswith("figure_") for rule in jobs), jobs
+
+
+def test_few_shot_scores_made_before_seeding_or_with_another_seed_rerun_and_only_they(finished_run, tmp_path):
+    # a copy, so that the other tests keep theirs (less the live worker sockets)
+    workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True, ignore=shutil.ignore_patterns("workers"))
+    fewshot = changed(with_fewshot_task)
+    configfile = write_config(workdir, fewshot, "fewshot.yaml")
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # scores as painters wrote them before few-shot seeding: no fewshot_seed (nor the other new columns)
+    before = scores(workdir)
+    for path, mtime in before.items():
+        frame = pl.read_parquet(path)
+        frame.drop("fewshot_seed", "prompt_hash", "generation_kwargs", "batch_size", "bootstrap_iters").write_parquet(path)
+        os.utime(path, ns=(mtime, mtime))
+    few_shot = {p for p in before if p.name == "demo_choice_2shot.parquet"}
+    assert len(few_shot) == 4 < len(before)
+    dry = snakemake(workdir, "-n", "--configfile", str(configfile))
+    assert planned_jobs(dry)["evaluate_demo"] == 4
+    assert "4 finished score(s) will be recomputed: 4 x few-shot score made before few-shot seeding" in dry.stdout + dry.stderr
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = scores(workdir)
+    assert {p for p in before if after[p] != before[p]} == few_shot  # 0-shot scores kept as they were
+    assert all(set(pl.read_parquet(p)["fewshot_seed"]) == {1234} for p in few_shot)
+    assert dry_run(workdir, fewshot) == {}
+    # another few-shot seed: exactly the few-shot scores again
+    reseeded = dry_run(workdir, changed(lambda c: c["evaluation"].update(fewshot_seed=7), fewshot))
+    assert reseeded["evaluate_demo"] == 4
 
 
 def test_a_killed_run_resumes_and_keeps_what_finished(finished_run):

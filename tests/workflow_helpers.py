@@ -12,6 +12,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "Snakefile"
 
+# A few-shot task over the demo's data (the study's gsm8k is 5-shot), in the include path
+# FEWSHOT_TASKS of REDUCED. write_config puts it beside every config it writes.
+FEWSHOT_TASK = "demo_choice_2shot"
+FEWSHOT_TASKS = "fewshot_tasks"
+
 # A 4-layer demo model trained for a few steps: the point is the workflow, not the scores.
 REDUCED = {
     "demo": {"enabled": True, "seed": 0, "n_test": 20, "n_train": 300, "layers": 4, "steps": 20},
@@ -25,7 +30,7 @@ REDUCED = {
         }
     },
     "benchmarks": ["demo_choice", "demo_cloze"],
-    "include_paths": ["results/demo/data/tasks"],
+    "include_paths": ["results/demo/data/tasks", FEWSHOT_TASKS],
     "limit": 8,
     "evaluation": {"worker": True, "worker_idle": 30, "max_gen_toks": 8},
     "sweeps": [
@@ -44,10 +49,21 @@ def changed(update, config: dict = REDUCED) -> dict:
     return config
 
 
+
 def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
     path = Path(folder) / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
+    tasks = Path(folder) / FEWSHOT_TASKS
+    tasks.mkdir(exist_ok=True)
+    task = {"include": "../results/demo/data/tasks/demo_choice.yaml", "task": FEWSHOT_TASK,
+            "num_fewshot": 2, "fewshot_split": "test"}
+    (tasks / f"{FEWSHOT_TASK}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
     return path
+
+
+def with_fewshot_task(config: dict) -> None:
+    """Add the few-shot demo task to `config`'s benchmarks (for `changed`)."""
+    config["benchmarks"].append(FEWSHOT_TASK)
 
 
 def offline_environment(**extra: str) -> dict[str, str]:

@@ -151,14 +151,15 @@ def stale_reason(recorded: dict, fewshot_seed: int) -> str | None:
     return None
 
 
-def stale_scores(paths, fewshot_seed: int) -> dict[str, str]:
-    """{path: reason} for the existing score files among `paths` that must be recomputed."""
+def stale_scores(paths, fewshot_seed: int) -> dict[str, tuple[str, str]]:
+    """{path: (reason, when it was scored)} for the existing score files among `paths` that
+    must be recomputed."""
     stale = {}
     for path in paths:
         if not os.path.exists(path):
             continue
-        recorded = read_score_file(path, ["num_fewshot", "fewshot_seed"]).row(0, named=True)
+        recorded = read_score_file(path, ["num_fewshot", "fewshot_seed", "timestamp"]).row(0, named=True)
         reason = stale_reason(recorded, fewshot_seed)
         if reason:
-            stale[str(path)] = reason
+            stale[str(path)] = (reason, str(recorded["timestamp"]))
     return stale

@@ -54,17 +54,30 @@ JOBS = sweep.expand_jobs(config, DEPTHS)
 SCORE_FILES = [f"{RESULTS}/scores/{j.model}/{j.plan}/{j.benchmark}.parquet" for j in JOBS]
 SUMMARY = f"{RESULTS}/summary.parquet"
 # Finished scores that no longer stand for the config, read from the settings each file
-# records (a few-shot score made with another few-shot seed, or before the sampler was
-# seeded). Their evaluations are forced, as `--forcerun FILE` would; 0-shot scores never
-# depend on the seed and stay. Only the main process decides: a Slurm job step re-reads
-# this file and must run just its own job.
+# records: a few-shot score made with another few-shot seed, or before the sampler was seeded
+# (0-shot scores never depend on the seed and stay). Each gets a rerun note
+# (RESULTS/reruns/MODEL/PLAN/BENCHMARK.why, saying why) as an input of its evaluation, which
+# therefore runs again. The note stays an input afterwards, so that the set of inputs that
+# Snakemake recorded for the new score does not change on the next run.
 STALE_SCORES = results.stale_scores(SCORE_FILES, config["evaluation"]["fewshot_seed"])
+RERUN_NOTES = {str(p) for p in Path(RESULTS, "reruns").rglob("*.why")}
 if STALE_SCORES and workflow.is_main_process:
     logger.warning(
         f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
-        + "; ".join(f"{count} x {reason}" for reason, count in Counter(STALE_SCORES.values()).most_common())
+        + "; ".join(f"{count} x {reason}" for reason, count in Counter(r for r, _ in STALE_SCORES.values()).most_common())
     )
-    workflow.dag_settings.forcerun = frozenset(workflow.dag_settings.forcerun) | STALE_SCORES.keys()
+
+
+def rerun_note(score_file):
+    return str(Path(RESULTS, "reruns", Path(score_file).relative_to(Path(RESULTS, "scores"))).with_suffix(".why"))
+
+
+def rerun_reason(score_file):
+    """The note's text: why the score is recomputed now, or what an existing note says."""
+    if score_file in STALE_SCORES:
+        reason, scored = STALE_SCORES[score_file]
+        return f"{reason}; recomputed the score of {scored}"
+    return Path(rerun_note(score_file)).read_text().strip()
 
 
 wildcard_constraints:
@@ -85,6 +98,17 @@ def uses_demo(model):
 def demo_inputs(model):
     """The demo's data and model when `model` is the demo model (so they are built first)."""
     return {"demo_data": DEMO_DATA, "demo_model": DEMO_MODEL} if uses_demo(model) else {}
+
+
+def evaluate_inputs(model):
+    """An evaluation's inputs: the demo's files, and the score's rerun note if it is stale or has one."""
+
+    def inputs(wildcards):
+        score_file = f"{RESULTS}/scores/{model}/{wildcards.plan}/{wildcards.benchmark}.parquet"
+        note = rerun_note(score_file)
+        return {**demo_inputs(model), **({"rerun_note": note} if score_file in STALE_SCORES or note in RERUN_NOTES else {})}
+
+    return inputs
 
 
 

@@ -12,7 +12,7 @@ for model_name, model in MODELS.items():
         name:
             f"evaluate_{rule_suffix(model_name)}"
         input:
-            **demo_inputs(model_name),
+            unpack(evaluate_inputs(model_name)),
         output:
             f"{RESULTS}/scores/{model_name}/{{plan}}/{{benchmark}}.parquet",
         log:
@@ -36,3 +36,18 @@ for model_name, model in MODELS.items():
             "painters evaluate --model {params.model_path:q} --name {params.model_name:q} --plans {wildcards.plan:q}"
             " --benchmarks {wildcards.benchmark:q} --out {params.results:q} {params.result_args} {params.run_args}"
             " > {log:q} 2>&1"
+
+
+# Why a finished score is recomputed (see STALE_SCORES); the note makes its evaluation run again.
+rule rerun_note:
+    output:
+        f"{RESULTS}/reruns/{{model}}/{{plan}}/{{benchmark}}.why",
+    log:
+        f"{RESULTS}/logs/reruns/{{model}}/{{plan}}/{{benchmark}}.log",
+    params:
+        reason=lambda w: rerun_reason(f"{RESULTS}/scores/{w.model}/{w.plan}/{w.benchmark}.parquet"),
+    localrule: True
+    conda:
+        "../../envs/painters.yaml"
+    shell:
+        "echo {params.reason:q} > {output:q} 2> {log:q}"
