@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from painters import aggregate, figures, plan, similarity
-from painters.results import score_path, scores_frame, write_atomic
+from painters.results import SCORE_COLUMNS, score_path, scores_frame, write_atomic
 
 T = 8
 CHANCE = {"choice": 0.25, "cloze": 0.0}
@@ -81,6 +81,28 @@ def test_missing_baseline_leaves_normalized_null(tmp_path):
     write_atomic(scores_frame(rows), score_path(tmp_path, "m", "skip-N1", "choice"))
     table = aggregate.summarize(aggregate.read_scores(tmp_path / "scores"))
     assert table.filter(pl.col("benchmark") == "choice")["normalized"].to_list() == [None]
+
+
+def test_scores_written_before_few_shot_seeding_are_read_and_only_few_shot_ones_are_stale(tmp_path):
+    from painters.results import read_score_file, stale_scores
+
+    new_columns = ["fewshot_seed", "prompt_hash", "generation_kwargs", "batch_size", "bootstrap_iters"]
+    paths = {}
+    for plan_key, benchmark, shots in [("baseline", "choice", 0), ("skip-N1", "choice", 0), ("baseline", "gsm", 5),
+                                       ("skip-N1", "gsm", 5)]:
+        frame = scores_frame([{**row("m", plan_key, benchmark, "acc", 0.5, 0.25), "num_fewshot": shots}])
+        paths[plan_key, benchmark] = score_path(tmp_path, "m", plan_key, benchmark)
+        write_atomic(frame.drop(new_columns) if plan_key == "baseline" else frame, paths[plan_key, benchmark])
+    old = read_score_file(paths["baseline", "gsm"])
+    assert old.columns == list(SCORE_COLUMNS) and old["fewshot_seed"].to_list() == [None]
+    assert aggregate.read_scores(tmp_path / "scores").height == 4
+    missing = score_path(tmp_path, "m", "skip-N2", "gsm")
+    stale = stale_scores([*map(str, paths.values()), str(missing)], fewshot_seed=1234)
+    assert list(stale) == [str(paths["baseline", "gsm"])]  # 0-shot and seeded few-shot scores stand
+    assert "before few-shot seeding" in stale[str(paths["baseline", "gsm"])][0]
+    reseeded = stale_scores(map(str, paths.values()), fewshot_seed=7)
+    assert set(reseeded) == {str(paths["baseline", "gsm"]), str(paths["skip-N1", "gsm"])}
+    assert "made with fewshot_seed 1234, the config asks for 7" in reseeded[str(paths["skip-N1", "gsm"])][0]
 
 
 def test_duplicate_results_are_an_error():
