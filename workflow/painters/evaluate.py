@@ -292,6 +292,7 @@ class Session:
             n_samples = output.get("n-samples", {}).get(task_name, {}).get("effective")
             task = task_dict["tasks"].get(task_name)
             generation = task.get_config("generation_kwargs") if task and is_generative(task) else None
+            prompts = prompt_hash(task) if task else None
             for key, value in metrics.items():
                 if "," not in key or "_stderr," in key:
                     continue
@@ -321,7 +322,7 @@ class Session:
                         "limit": limit,
                         "num_fewshot": config.get("num_fewshot") or 0,
                         "fewshot_seed": request.fewshot_seed,
-                        "prompt_hash": prompt_hash(task) if task else None,
+                        "prompt_hash": prompts,
                         "generation_kwargs": None if generation is None else json.dumps(generation, sort_keys=True),
                         "batch_size": str(self.spec.batch_size),
                         "bootstrap_iters": request.bootstrap_iters,
