@@ -17,13 +17,6 @@ import yaml
 from painters import plan, sweep, trie
 
 
-def depth_of(config: dict, name: str) -> int:
-    model = config["models"][name]
-    if model["path"].endswith("demo/model") and not model.get("num_layers"):
-        return config["demo"]["layers"]  # the demo model is built by the workflow, at this depth
-    return sweep.read_num_layers(name, model)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configfile", default="config/paper.yaml")
@@ -31,7 +24,7 @@ def main() -> None:
     with open(args.configfile, encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     models = sweep.enabled_models(config)
-    depths = {name: depth_of(config, name) for name in models}
+    depths = {name: sweep.model_depth(config, name) for name in models}
     plans_of = defaultdict(set)  # (model, benchmark) -> plan keys
     for job in sweep.expand_jobs(config, depths):
         plans_of[job.model, job.benchmark].add(job.plan)

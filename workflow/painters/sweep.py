@@ -69,6 +69,16 @@ def read_num_layers(model_name: str, model: Mapping) -> int:
     raise ValueError(f"models.{model_name}: {config_file} has no num_hidden_layers; set models.{model_name}.num_layers")
 
 
+def model_depth(config: Mapping, model_name: str) -> int:
+    """A configured model's depth; the demo model does not exist before the workflow builds
+    it, so its depth is the configured `demo.layers` (unless `num_layers` says otherwise)."""
+    model = config["models"][model_name]
+    demo_model = f"{config.get('results', 'results')}/demo/model"
+    if model["path"] == demo_model and model.get("num_layers") is None:
+        return int(config["demo"]["layers"])
+    return read_num_layers(model_name, model)
+
+
 def _n_values(grid: Mapping, grid_name: str, model_name: str, T: int) -> list[int] | None:
     """N values of a grid for a T-layer model; M values become N = (T - 1 - M) / 2."""
     if "M" in grid and "N" in grid:

@@ -42,16 +42,16 @@ def check_config():
 check_config()
 
 
-def model_depth(name):
-    # the demo model does not exist before the run: its depth is the configured one
-    if MODELS[name]["path"] == DEMO_MODEL and MODELS[name].get("num_layers") is None:
-        return DEMO["layers"]
-    return sweep.read_num_layers(name, MODELS[name])
-
-
-DEPTHS = {name: model_depth(name) for name in MODELS}
+DEPTHS = {name: sweep.model_depth(config, name) for name in MODELS}
 JOBS = sweep.expand_jobs(config, DEPTHS)
-SCORE_FILES = [f"{RESULTS}/scores/{j.model}/{j.plan}/{j.benchmark}.parquet" for j in JOBS]
+
+
+def score_file(model, plan, benchmark):
+    """Where a score lives (painters.results layout), as the string the rules match."""
+    return f"{RESULTS}/scores/{model}/{plan}/{benchmark}.parquet"
+
+
+SCORE_FILES = [score_file(j.model, j.plan, j.benchmark) for j in JOBS]
 SUMMARY = f"{RESULTS}/summary.parquet"
 # Finished scores that no longer stand for the config, read from the settings each file
 # records: a few-shot score made with another few-shot seed, or before the sampler was seeded
@@ -104,12 +104,11 @@ def evaluate_inputs(model):
     """An evaluation's inputs: the demo's files, and the score's rerun note if it is stale or has one."""
 
     def inputs(wildcards):
-        score_file = f"{RESULTS}/scores/{model}/{wildcards.plan}/{wildcards.benchmark}.parquet"
-        note = rerun_note(score_file)
-        return {**demo_inputs(model), **({"rerun_note": note} if score_file in STALE_SCORES or note in RERUN_NOTES else {})}
+        score = score_file(model, wildcards.plan, wildcards.benchmark)
+        note = rerun_note(score)
+        return {**demo_inputs(model), **({"rerun_note": note} if score in STALE_SCORES or note in RERUN_NOTES else {})}
 
     return inputs
-
 
 
 class NoRerun:

@@ -14,7 +14,7 @@ for model_name, model in MODELS.items():
         input:
             unpack(evaluate_inputs(model_name)),
         output:
-            f"{RESULTS}/scores/{model_name}/{{plan}}/{{benchmark}}.parquet",
+            score_file(model_name, "{plan}", "{benchmark}"),
         log:
             f"{RESULTS}/logs/evaluate/{model_name}/{{plan}}/{{benchmark}}.log",
         params:
@@ -45,7 +45,7 @@ rule rerun_note:
     log:
         f"{RESULTS}/logs/reruns/{{model}}/{{plan}}/{{benchmark}}.log",
     params:
-        reason=lambda w: rerun_reason(f"{RESULTS}/scores/{w.model}/{w.plan}/{w.benchmark}.parquet"),
+        reason=lambda w: rerun_reason(score_file(w.model, w.plan, w.benchmark)),
     localrule: True
     conda:
         "../../envs/painters.yaml"
