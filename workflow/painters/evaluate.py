@@ -16,6 +16,7 @@ and publishes the files. The workflow uses it to make many small jobs cheap.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import json
@@ -53,7 +54,7 @@ class ModelSpec:
     dtype: str = "auto"
     device: str | None = None  # None: cuda if available, else cpu
     device_map: str | None = None
-    batch_size: int = 16
+    batch_size: int | str = 16  # or "auto": lm-eval finds the largest that fits
     max_length: int | None = None
     data_dir: str | None = None
     include_paths: tuple[str, ...] = ()
@@ -95,6 +96,16 @@ def parse_limit(text: str | None) -> float | int | None:
     return int(value) if value >= 1 else value
 
 
+def parse_batch_size(text: str) -> int | str:
+    """`--batch-size`: a whole number >= 1, or auto."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        # argparse prints this message as it is
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1, or auto")
+    return int(text)
+
+
 def check_model_source(model: str) -> None:
     """Fail early and clearly when `model` is neither a local model folder nor a hub id."""
     path = Path(model).expanduser()
@@ -123,8 +134,9 @@ class Session:
     def __init__(self, spec: ModelSpec, log=print):
         import torch
         import transformers
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
+
+        from painters.engine import SweepLM
 
         from painters import benchmarks, surgery
 
@@ -150,7 +162,7 @@ class Session:
         self.num_layers = surgery.num_layers(self.model)
         self.device = str(next(self.model.parameters()).device) if not spec.device_map else f"map:{spec.device_map}"
         self.dtype = str(self.model.dtype).removeprefix("torch.")
-        self.lm = HFLM(
+        self.lm = SweepLM(
             pretrained=self.model,
             tokenizer=self.tokenizer,
             batch_size=spec.batch_size,
@@ -240,8 +252,13 @@ class Session:
     def run(self, request: Request, publish=None) -> list[Path]:
         """Score every (plan, benchmark) of `request`; returns the parquet paths written.
 
-        `publish(tmp, final)` makes a finished temporary file final (default: rename it).
+        Per benchmark, the loglikelihood requests of all plans still to do are answered in one
+        shared pass (painters.engine); a benchmark with generate_until tasks runs plan by plan
+        under surgery.apply. `publish(tmp, final)` makes a finished temporary file final
+        (default: rename it).
         """
+        from contextlib import nullcontext
+
         from lm_eval.evaluator import evaluate
 
         from painters import results, surgery
@@ -249,32 +266,40 @@ class Session:
         publish = publish or os.replace
         plans = self.check(request)
         written = []
-        for plan in plans:
-            plan_started = time.perf_counter()
-            done = 0
-            for benchmark in request.benchmarks:
+        for benchmark in request.benchmarks:
+            todo = []
+            for plan in plans:
                 final = results.score_path(request.out, request.name, plan.key, benchmark)
                 if final.exists() and not request.overwrite:
                     self.log(f"kept {final} (exists; --overwrite recomputes it)")
-                    continue
-                task_dict = self.task(benchmark)
-                self.prepare(task_dict, request)
-                started = time.perf_counter()
-                with surgery.apply(self.model, plan):
-                    output = evaluate(
-                        lm=self.lm,
-                        task_dict=task_dict,
-                        limit=request.limit,
-                        bootstrap_iters=request.bootstrap_iters,
-                        log_samples=False,
-                        verbosity="WARNING",
-                    )
-                seconds = time.perf_counter() - started
-                rows = self.rows(output, task_dict, request, plan, benchmark, seconds)
-                publish(results.write_temp(results.scores_frame(rows), final), final)
-                written.append(final)
-                done += 1
-            self.log(f"plan {plan.key}: {done} benchmark(s) in {time.perf_counter() - plan_started:.1f} s")
+                else:
+                    todo.append(plan)
+            if not todo:
+                continue
+            benchmark_started = time.perf_counter()
+            task_dict = self.task(benchmark)
+            shared = not any(is_generative(task) for task in task_dict["tasks"].values())
+            with self.lm.sweep(todo if shared else []):
+                for plan in todo:
+                    self.prepare(task_dict, request)
+                    started = time.perf_counter()
+                    self.lm.plan = plan if shared else None
+                    with nullcontext() if shared else surgery.apply(self.model, plan):
+                        output = evaluate(
+                            lm=self.lm,
+                            task_dict=task_dict,
+                            limit=request.limit,
+                            bootstrap_iters=request.bootstrap_iters,
+                            log_samples=False,
+                            verbosity="WARNING",
+                        )
+                    seconds = time.perf_counter() - started
+                    final = results.score_path(request.out, request.name, plan.key, benchmark)
+                    rows = self.rows(output, task_dict, request, plan, benchmark, seconds)
+                    publish(results.write_temp(results.scores_frame(rows), final), final)
+                    written.append(final)
+            how = "in one shared pass" if shared else "plan by plan (generate_until)"
+            self.log(f"benchmark {benchmark}: {len(todo)} plan(s) {how} in {time.perf_counter() - benchmark_started:.1f} s")
         return written
 
     def rows(self, output: dict, task_dict: dict, request: Request, plan, benchmark: str, seconds: float) -> list[dict]:
@@ -325,6 +350,7 @@ class Session:
                         "prompt_hash": prompts,
                         "generation_kwargs": None if generation is None else json.dumps(generation, sort_keys=True),
                         "batch_size": str(self.spec.batch_size),
+                        "batch_size_used": self.lm.detected_batch_size if self.spec.batch_size == "auto" else self.spec.batch_size,
                         "bootstrap_iters": request.bootstrap_iters,
                         "dtype": self.dtype,
                         "device": self.device,
@@ -377,8 +403,6 @@ def _versions() -> dict[str, str]:
 def spec_from_args(args) -> ModelSpec:
     if args.dtype not in DTYPES:
         raise ValueError(f"--dtype {args.dtype!r} is not one of {', '.join(DTYPES)}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
     check_model_source(args.model)
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir} is not a directory (see docs/offline-data.md)")
@@ -450,7 +474,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--limit", help="documents per benchmark: a count >= 1 or a fraction in (0, 1)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batch-size", type=parse_batch_size, default=16,
+        help="requests per forward pass, or auto (lm-eval finds the largest that fits; recorded per score)",
+    )
     parser.add_argument("--max-length", type=int, help="context length for lm-eval (default: the model's)")
     parser.add_argument("--dtype", default="auto", help=f"one of {', '.join(DTYPES)}")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")

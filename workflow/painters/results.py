@@ -45,6 +45,7 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "prompt_hash": pl.String,  # fingerprint of every request lm-eval built: equal hashes, equal prompts
     "generation_kwargs": pl.String,  # JSON of a generate_until task's settings; null otherwise
     "batch_size": pl.String,  # as given ("16"); on GPUs in bf16 scores move slightly with it
+    "batch_size_used": pl.Int64,  # the batch size that ran (what "auto" found)
     "bootstrap_iters": pl.Int64,
     "dtype": pl.String,
     "device": pl.String,

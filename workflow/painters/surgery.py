@@ -155,8 +155,12 @@ def build_steps(original_layers: nn.ModuleList, schedule) -> nn.ModuleList:
 
 
 @contextmanager
-def apply(model: nn.Module, plan: Plan) -> Iterator[nn.Module]:
-    """Run `model` on `plan`'s schedule inside the `with` block; restore it exactly afterwards."""
+def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> Iterator[nn.Module]:
+    """Run `model` on `plan`'s schedule inside the `with` block; restore it exactly afterwards.
+
+    `steps`: the plan's steps built beforehand (`build_steps`, possibly wrapped), for a
+    caller that applies the same plan many times (painters.engine).
+    """
     check_supported(model)
     if getattr(model, _APPLIED_FLAG, None) is not None:
         raise RuntimeError(f"a plan ({getattr(model, _APPLIED_FLAG)}) is already applied to this model")
@@ -176,7 +180,10 @@ def apply(model: nn.Module, plan: Plan) -> Iterator[nn.Module]:
             "surgery supports only models whose layers share one attention type"
         )
 
-    steps = build_steps(original_layers, schedule)
+    if steps is None:
+        steps = build_steps(original_layers, schedule)
+    elif len(steps) != len(schedule):
+        raise ValueError(f"{len(steps)} prebuilt steps for plan {plan.key}, whose schedule has {len(schedule)}")
     try:
         setattr(owner, attr, steps)
         # the decoder loops over layers[: num_hidden_layers] and the cache sizes itself from it

@@ -1,0 +1,224 @@
+"""The sweep engine: one pass over a benchmark's requests answers them for many plans.
+
+lm-eval still builds the requests and computes the metrics; `SweepLM` is the model
+side. Asked for one plan's log-likelihoods, it computes them for every plan of the
+pass at once. Per batch, the plans are visited depth-first in the trie of their
+schedules (painters.trie), so each distinct schedule prefix runs once: a plan starts
+from the hidden states where it parts from the plans before it, and the states at the
+branch points still ahead are kept until the batch ends (one per depth at most).
+The other plans' answers wait in a table keyed by the request's tokens until
+lm-eval asks for them: evaluate() runs once per plan, on requests that seeding makes
+identical (painters.evaluate.Session.prepare).
+
+Batching follows HFLM's own (same order, batch sizes, right padding, model call and
+log-softmax), so each answer is the one the plan-at-a-time HFLM gives under
+surgery.apply. lm-eval's sqlite cache is never used: it keys on request text only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from lm_eval.models.huggingface import HFLM
+from lm_eval.models.utils import Collator
+from lm_eval.models.utils_hf import pad_and_concat
+from torch import nn
+
+from painters import surgery, trie
+from painters.plan import Plan
+
+
+class PrefixStore:
+    """Hidden states of the current batch after `depth` steps, for the visits still to come."""
+
+    def __init__(self):
+        self.states: dict[int, object] = {}
+        self.start = 0  # the current visit takes the state after this many steps
+        self.keep: tuple[int, ...] = ()  # and stores the states after these depths
+        self.peak_bytes = 0  # the most the kept states held at once (memory is measured, not assumed)
+
+    def begin(self, start: int, keep: tuple[int, ...]) -> None:
+        # a state deeper than where this visit starts is recomputed by it: drop the old one
+        for depth in [d for d in self.states if d > start]:
+            del self.states[depth]
+        self.start, self.keep = start, keep
+
+    def put(self, depth: int, output) -> None:
+        self.states[depth] = output
+        held = sum(_tensor_of(state).nelement() * _tensor_of(state).element_size() for state in self.states.values())
+        self.peak_bytes = max(self.peak_bytes, held)
+
+
+def _tensor_of(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+class Resume(nn.Module):
+    """Step `depth` of a plan: skipped (giving the stored state) inside the prefix that the
+    visit shares with earlier ones, computed after it, and stored where a later visit starts."""
+
+    def __init__(self, step: nn.Module, depth: int, store: PrefixStore):
+        super().__init__()
+        self.step, self.depth, self.store = step, depth, store
+        for name in ("attention_type",):  # read off the layers by some decoders (see surgery.Step)
+            if hasattr(step, name):
+                setattr(self, name, getattr(step, name))
+
+    def forward(self, hidden_states, *args, **kwargs):
+        store = self.store
+        if self.depth < store.start:
+            return store.states[store.start]
+        output = self.step(hidden_states, *args, **kwargs)
+        if self.depth + 1 in store.keep:
+            store.put(self.depth + 1, output)
+        return output
+
+
+def _request_key(request) -> tuple:
+    _, context, continuation = request
+    return tuple(context), tuple(continuation)
+
+
+def _longest_first(request):
+    # HFLM's order: longest first (OOMs show at once, batch length known from its first item)
+    tokens = request[1] + request[2]
+    return -len(tokens), tuple(tokens)
+
+
+def _context_group(request):
+    # HFLM's group for one-token continuations that share context: scored from one row of logits
+    return request[-2] + request[-1][:-1]
+
+
+class SweepLM(HFLM):
+    """HFLM that answers loglikelihood requests for all plans of a pass in one pass over them.
+
+    Outside `sweep(...)`, or with `plan` None, it is plain HFLM (generate_until runs
+    that way, plan by plan under surgery.apply).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.store = PrefixStore()
+        self.plan: Plan | None = None  # whose answers lm-eval is given
+        self.detected_batch_size: int | None = None  # batch_size auto: what lm-eval detected last
+        self._plans: list[Plan] = []
+        self._answers: dict[str, dict[tuple, tuple[float, bool]]] = {}
+        self._probing = False
+
+    @contextmanager
+    def sweep(self, plans: Sequence[Plan]) -> Iterator[None]:
+        """Answer requests for all `plans` together inside the block (set `plan` per evaluate())."""
+        self._plans = list(plans)
+        self._answers = {plan.key: {} for plan in plans}
+        try:
+            yield
+        finally:
+            self._plans, self._answers, self.plan = [], {}, None
+            self.store.states.clear()
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        if self.plan is None:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        table = self._answers[self.plan.key]
+        keys = [_request_key(request) for request in requests]
+        missing = [request for request, key in zip(requests, keys) if key not in table]
+        if missing:
+            for plan, answers in zip(self._plans, self._answer_all_plans(missing, override_bs)):
+                self._answers[plan.key].update(zip((_request_key(r) for r in missing), answers))
+        return [table[key] for key in keys]
+
+    def _answer_all_plans(self, requests, override_bs: int | None) -> list[list[tuple[float, bool]]]:
+        """(log-likelihood, is-greedy) of every request under every plan of the pass, in request order."""
+        collator = Collator(
+            requests,
+            sort_fn=_longest_first,
+            group_by="contexts" if self.logits_cache else None,
+            group_fn=_context_group,
+        )
+        auto = self.batch_size == "auto"
+        if auto and not override_bs:
+            self.batch_sizes = {}  # as HFLM: detect again for this set of requests
+        batch_size = override_bs if auto and override_bs is not None else (0 if auto else self.batch_size)
+        batch_fn = self._batch_scheduler if auto and not override_bs else None
+        visits, steps = self._prepare_walk()
+        answers: list[list[tuple[float, bool]]] = [[] for _ in self._plans]
+        for chunk in collator.get_batched(n=batch_size, batch_fn=batch_fn):
+            inputs, input_lengths = self._batch_inputs(chunk)
+            # the continuations each row of logits answers (several when contexts are shared);
+            # asked once per chunk because the collator hands out each group once
+            placeholder = torch.zeros(1, 1, 1)
+            answered = [
+                [tokens for _, tokens, _ in collator.get_cache(
+                    req_str=request[0], cxt_toks=request[1], cont_toks=request[2], logits=placeholder)]
+                for request in chunk
+            ]
+            for plan_index, logits in self._walk(inputs, visits, steps):
+                log_probs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
+                for row, length, request, continuations in zip(log_probs, input_lengths, chunk, answered):
+                    answers[plan_index] += _score(row, length, len(request[2]), continuations)
+        return [collator.get_original(plan_answers) for plan_answers in answers]
+
+    def _batch_inputs(self, chunk) -> tuple[torch.Tensor, list[int]]:
+        """Context + continuation minus its last token, cut from the left to the model's length, right-padded."""
+        rows = []
+        for _, context, continuation in chunk:
+            if not context or not continuation or len(continuation) > self.max_length:
+                raise ValueError("a loglikelihood request needs a context and a continuation no longer than the model")
+            rows.append(torch.tensor((context + continuation)[-(self.max_length + 1):][:-1], dtype=torch.long, device=self.device))
+        lengths = [len(row) for row in rows]
+        return pad_and_concat(max(lengths), rows, padding_side="right"), lengths
+
+    def _prepare_walk(self) -> tuple[list[trie.Visit], list[nn.ModuleList]]:
+        """The pass's visit order, and each plan's steps wrapped to resume from the stored states."""
+        layers = surgery.layer_list(self.model)
+        schedules = [plan.schedule(len(layers)) for plan in self._plans]
+        steps = [
+            nn.ModuleList(Resume(step, depth, self.store) for depth, step in enumerate(surgery.build_steps(layers, schedule)))
+            for schedule in schedules
+        ]
+        return trie.walk(schedules), steps
+
+    def _walk(self, inputs: torch.Tensor, visits, steps) -> Iterator[tuple[int, torch.Tensor]]:
+        """(plan index, logits) for every plan of the pass on one batch, computing each schedule prefix once."""
+        try:
+            for visit in visits:
+                self.store.begin(visit.start, visit.keep)
+                with surgery.apply(self.model, self._plans[visit.plan], steps=steps[visit.plan]):
+                    logits = HFLM._model_call(self, inputs)
+                yield visit.plan, logits
+        finally:
+            self.store.states.clear()
+
+    # batch_size auto: lm-eval probes with its own model calls; inside a pass a probe runs
+    # every plan with the states the pass keeps, so the batch size found fits the pass.
+    def _detect_batch_size(self, requests=None, pos: int = 0):
+        self._probing = bool(self._plans)
+        try:
+            self.detected_batch_size = super()._detect_batch_size(requests, pos)
+        finally:
+            self._probing = False
+        return self.detected_batch_size
+
+    def _model_call(self, inps, attn_mask=None, labels=None):
+        if self._probing:
+            logits = None
+            for _, logits in self._walk(inps, *self._prepare_walk()):
+                pass
+            return logits
+        return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+
+def _score(log_probs: torch.Tensor, input_length: int, continuation_length: int, continuations) -> list[tuple[float, bool]]:
+    """Answers from one row of log-probabilities, as HFLM computes them for a causal model."""
+    selected = log_probs[input_length - continuation_length: input_length].unsqueeze(0)  # [1, seq, vocab]
+    greedy = selected.argmax(dim=-1)
+    answers = []
+    for tokens in continuations:
+        target = torch.tensor(tokens, dtype=torch.long, device=selected.device).unsqueeze(0)
+        is_greedy = bool((greedy[:, -target.shape[1]:] == target).all())
+        answers.append((float(torch.gather(selected, 2, target.unsqueeze(-1)).sum()), is_greedy))
+    return answers
