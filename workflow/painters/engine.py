@@ -107,6 +107,7 @@ class SweepLM(HFLM):
         self.detected_batch_size: int | None = None  # batch_size auto: what lm-eval detected last
         self._plans: list[Plan] = []
         self._answers: dict[str, dict[tuple, tuple[float, bool]]] = {}
+        self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._probing = False
 
     @contextmanager
@@ -117,8 +118,17 @@ class SweepLM(HFLM):
         try:
             yield
         finally:
-            self._plans, self._answers, self.plan = [], {}, None
+            self._plans, self._answers, self._encoded, self.plan = [], {}, {}, None
             self.store.states.clear()
+
+    def _encode_pair(self, context: str, continuation: str):
+        # every plan of a pass asks for the same requests: tokenize each once
+        if not self._plans:
+            return super()._encode_pair(context, continuation)
+        key = (context, continuation)
+        if key not in self._encoded:
+            self._encoded[key] = super()._encode_pair(context, continuation)
+        return self._encoded[key]
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         if self.plan is None:

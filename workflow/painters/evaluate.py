@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -279,7 +280,7 @@ class Session:
             benchmark_started = time.perf_counter()
             task_dict = self.task(benchmark)
             shared = not any(is_generative(task) for task in task_dict["tasks"].values())
-            with self.lm.sweep(todo if shared else []):
+            with self.lm.sweep(todo if shared else []), requests_built_once(task_dict if shared else {"tasks": {}}):
                 for plan in todo:
                     self.prepare(task_dict, request)
                     started = time.perf_counter()
@@ -362,6 +363,40 @@ class Session:
         if not rows:
             raise ValueError(f"lm-eval returned no metrics for benchmark {benchmark!r}")
         return rows
+
+
+@contextmanager
+def requests_built_once(task_dict: dict):
+    """Inside the block, every evaluate() of the same settings reuses the requests the first built.
+
+    The plans of a pass ask for identical requests (same documents, same seeded few-shot
+    examples): building them again per plan would cost more than a small model's pass
+    (lm-eval compiles a prompt template per document). Responses are cleared for each reuse.
+    """
+    built = {}
+
+    def build_once(task, build):
+        def build_all_requests(*args, **kwargs):
+            key = repr((args, sorted(kwargs.items())))
+            if key not in built.setdefault(task, {}):
+                build(*args, **kwargs)
+                built[task][key] = list(task._instances)
+                return
+            for instance in built[task][key]:
+                instance.resps.clear()
+                instance.filtered_resps.clear()
+            task._instances = list(built[task][key])
+
+        return build_all_requests
+
+    tasks = list(task_dict["tasks"].values())
+    for task in tasks:
+        task.build_all_requests = build_once(task, task.build_all_requests)  # shadows the method
+    try:
+        yield
+    finally:
+        for task in tasks:
+            del task.build_all_requests
 
 
 def is_generative(task) -> bool:
