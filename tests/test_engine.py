@@ -6,6 +6,7 @@ pass through `Session.run` are compared with lm-eval's `simple_evaluate` in
 test_reproducible.py and below.
 """
 
+import dataclasses
 import random
 
 import pytest
@@ -189,7 +190,7 @@ def test_batch_size_auto_is_recorded(world, tmp_path):
     from painters.results import score_path
 
     spec = spec_of(world)
-    session = Session(type(spec)(**{**spec.to_json(), "include_paths": spec.include_paths, "batch_size": "auto"}), log=lambda _: None)
+    session = Session(dataclasses.replace(spec, batch_size="auto"), log=lambda _: None)
     session.run(Request("tiny", ("baseline", "skip-N1"), ("arc_easy",), str(tmp_path), limit=4))
     frame = pl.read_parquet(score_path(tmp_path, "tiny", "skip-N1", "arc_easy"))
     assert set(frame["batch_size"]) == {"auto"}

@@ -1,4 +1,4 @@
-"""`painters evaluate`: parquet per (plan, benchmark), equality with plain lm-eval, kills, bad input, the worker."""
+"""`painters evaluate`: parquet per (plan, benchmark), equality with plain lm-eval, kills, bad input."""
 
 import os
 
@@ -181,32 +181,12 @@ def test_sigkill_leaves_only_finished_files_and_a_rerun_completes(session, world
         assert pl.read_parquet(out / path).select(columns).equals(pl.read_parquet(tmp_path / "whole" / path).select(columns))
 
 
-def test_worker_gives_the_in_process_scores_and_stays_loaded(world, tmp_path, monkeypatch):
-    monkeypatch.setenv("PAINTERS_WORKER_DIR", str(tmp_path / "workers"))
-    direct, served = tmp_path / "direct", tmp_path / "served"
-    assert evaluate_cli(world, direct, plans=("baseline", "reverse-N1")) == 0
-    assert evaluate_cli(world, served, "--worker", "--worker-idle", "20", plans=("baseline",)) == 0
-    started = time.perf_counter()
-    assert evaluate_cli(world, served, "--worker", "--worker-idle", "20", plans=("reverse-N1",)) == 0
-    second_call = time.perf_counter() - started
-    for plan in ("baseline", "reverse-N1"):
-        columns = ["metric", "value", "n_samples"]
-        assert read_scores(direct, plan, "arc_easy").select(columns).equals(read_scores(served, plan, "arc_easy").select(columns))
-    # one worker served both calls: it logged one load
-    (log,) = (tmp_path / "workers").glob("*.log")
-    assert log.read_text().count("loaded ") == 1, log.read_text()
-    assert second_call < 3, second_call  # a loaded worker answers without reloading (loading takes ~5 s)
-    # a bad request is reported by the worker as the user's error, and the worker keeps serving
-    assert evaluate_cli(world, served, "--worker", plans=("skip-N3",)) == 2
-
-
-def test_worker_errors_on_a_model_it_cannot_load(world, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PAINTERS_WORKER_DIR", str(tmp_path / "workers"))
+def test_a_model_it_cannot_load_is_named(world, tmp_path, capsys):
     root, _, data_dir = world
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights, no tokenizer
-    assert evaluate_cli((root, broken, data_dir), tmp_path / "out", "--worker") == 2
+    assert evaluate_cli((root, broken, data_dir), tmp_path / "out") == 2
     assert str(broken) in capsys.readouterr().err
     assert parquets(tmp_path / "out") == [] if (tmp_path / "out").exists() else True
 

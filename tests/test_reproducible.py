@@ -150,20 +150,16 @@ def cli_argv(world, out, plan_keys, *extra):
     return [*argv, "--plans", *plan_keys, "--benchmarks", *FEWSHOT, *extra]
 
 
-def test_a_fresh_process_and_a_busy_worker_give_the_in_process_scores(session, world, tmp_path, monkeypatch):
-    from painters import cli
-
+def test_a_fresh_process_and_a_busy_session_give_the_same_scores(session, world, tmp_path):
+    """In a fresh process, and in a session that first served another request (other plans,
+    another generation length) and then takes the plans in reverse order: the same scores."""
     plan_keys = ["baseline", "skip-N1"]
     session.run(request(tmp_path / "in_process", plan_keys))
     fresh = subprocess.run([sys.executable, "-m", "painters", *cli_argv(world, tmp_path / "fresh", plan_keys)],
                            capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    monkeypatch.setenv("PAINTERS_WORKER_DIR", str(tmp_path / "workers"))
-    # the worker first serves another request, with its own generation length and plan order
-    other = cli_argv(world, tmp_path / "other", ["skip-N1", "reverse-N0"], "--worker")
-    other[other.index("--max-gen-toks") + 1] = "3"
-    assert cli.main(other) == 0
-    assert cli.main(cli_argv(world, tmp_path / "worker", plan_keys[::-1], "--worker")) == 0
+    session.run(request(tmp_path / "other", ["skip-N1", "reverse-N0"], gen_kwargs={"max_gen_toks": 3}))
+    session.run(request(tmp_path / "busy", plan_keys[::-1]))
     expected = all_scores(tmp_path / "in_process", plan_keys)
     assert all_scores(tmp_path / "fresh", plan_keys) == expected
-    assert all_scores(tmp_path / "worker", plan_keys) == expected
+    assert all_scores(tmp_path / "busy", plan_keys) == expected

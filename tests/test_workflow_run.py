@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,6 +16,7 @@ from workflow_helpers import (
     changed,
     offline_environment,
     planned_jobs,
+    planned_scores,
     score_mtimes as scores,
     snakemake,
     snakemake_command,
@@ -35,7 +37,6 @@ def dry_run(workdir, config):
 def finished_run(tmp_path_factory):
     """The reduced demo, run once to the end (with the report)."""
     workdir = tmp_path_factory.mktemp("run")
-    os.environ["PAINTERS_WORKER_DIR"] = str(workdir / "workers")
     started = time.perf_counter()
     result = snakemake(workdir, "--cores", "2", "--configfile", str(write_config(workdir, REDUCED)))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -64,7 +65,8 @@ def test_nothing_changed_means_nothing_to_do(finished_run):
 def test_settings_that_do_not_change_scores_rerun_nothing(finished_run):
     def update(config):
         config["models"]["demo"]["batch_size"] = 7
-        config["evaluation"]["worker"] = False
+        config["evaluation"]["passes_per_job"] = 5
+        config["include_paths"].append("results/demo/data")  # where tasks come from
 
     assert dry_run(finished_run, changed(update)) == {}
 
@@ -79,8 +81,14 @@ def test_settings_that_do_not_change_scores_rerun_nothing(finished_run):
     ],
 )
 def test_adding_a_setting_plans_only_the_new_scores(finished_run, what, update, new_scores):
-    jobs = dry_run(finished_run, changed(update))
-    assert jobs.pop("evaluate_demo") == new_scores, what
+    result = snakemake(finished_run, "-n", "--configfile", str(write_config(finished_run, changed(update), "dry.yaml")))
+    jobs = planned_jobs(result)
+    scores_planned = planned_scores(result)
+    assert len(scores_planned) == new_scores, (what, scores_planned)
+    assert not {str(p.relative_to(finished_run)) for p in scores(finished_run)} & scores_planned
+    # grouped into jobs of one benchmark each, within the job size (passes_per_job: 2)
+    benchmarks_planned = {Path(p).stem for p in scores_planned}
+    assert len(benchmarks_planned) <= jobs.pop("evaluate") <= new_scores
     assert jobs.pop("aggregate") == 1
     assert not {"demo_data", "demo_model", "similarity"} & set(jobs)
     assert all(rule.startswith("figure_") or rule == "all" for rule in jobs), jobs
@@ -93,8 +101,8 @@ def test_a_plot_only_setting_redraws_only_the_figures(finished_run):
 
 
 def test_few_shot_scores_made_before_seeding_or_with_another_seed_rerun_and_only_they(finished_run, tmp_path):
-    # a copy, so that the other tests keep theirs (less the live worker sockets)
-    workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True, ignore=shutil.ignore_patterns("workers"))
+    # a copy, so that the other tests keep theirs
+    workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
     fewshot = changed(with_fewshot_task)
     configfile = write_config(workdir, fewshot, "fewshot.yaml")
     result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
@@ -103,12 +111,13 @@ def test_few_shot_scores_made_before_seeding_or_with_another_seed_rerun_and_only
     before = scores(workdir)
     for path, mtime in before.items():
         frame = pl.read_parquet(path)
-        frame.drop("fewshot_seed", "prompt_hash", "generation_kwargs", "batch_size", "bootstrap_iters").write_parquet(path)
+        frame.drop("fewshot_seed", "prompt_hash", "generation_kwargs", "settings", "batch_size", "batch_size_used",
+                   "bootstrap_iters").write_parquet(path)
         os.utime(path, ns=(mtime, mtime))
     few_shot = {p for p in before if p.name == "demo_choice_2shot.parquet"}
     assert len(few_shot) == 4 < len(before)
     dry = snakemake(workdir, "-n", "--configfile", str(configfile))
-    assert planned_jobs(dry)["evaluate_demo"] == 4
+    assert planned_scores(dry) == {str(p.relative_to(workdir)) for p in few_shot}
     assert "4 finished score(s) will be recomputed: 4 x few-shot score made before few-shot seeding" in dry.stdout + dry.stderr
     result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -117,8 +126,58 @@ def test_few_shot_scores_made_before_seeding_or_with_another_seed_rerun_and_only
     assert all(set(pl.read_parquet(p)["fewshot_seed"]) == {1234} for p in few_shot)
     assert dry_run(workdir, fewshot) == {}
     # another few-shot seed: exactly the few-shot scores again
-    reseeded = dry_run(workdir, changed(lambda c: c["evaluation"].update(fewshot_seed=7), fewshot))
-    assert reseeded["evaluate_demo"] == 4
+    reseeded = snakemake(workdir, "-n", "--configfile",
+                         str(write_config(workdir, changed(lambda c: c["evaluation"].update(fewshot_seed=7), fewshot), "seed7.yaml")))
+    assert planned_scores(reseeded) == {str(p.relative_to(workdir)) for p in few_shot}
+    # a changed limit: every score again, each with its reason
+    relimited = snakemake(workdir, "-n", "--configfile", str(write_config(workdir, changed(lambda c: c.update(limit=6), fewshot), "limit.yaml")))
+    assert len(planned_scores(relimited)) == len(before)
+    assert f"{len(before)} x made with limit 8, the config asks for 6" in relimited.stdout + relimited.stderr
+
+
+def run_until_new_scores(workdir, configfile, count, before):
+    """Start the workflow and return it once `count` new score files exist (or it ended)."""
+    command = snakemake_command(workdir, "--cores", "2", "--configfile", str(configfile))
+    with open(Path(workdir) / "run.out", "w") as output:
+        run = subprocess.Popen(command, cwd=REPO, env=offline_environment(), stdout=output,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(scores(workdir)) < len(before) + count and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    return run
+
+
+def test_a_failed_job_keeps_the_scores_it_finished(finished_run, tmp_path):
+    """An evaluation job that dies (out of memory, cancelled, crashed) after some of its scores:
+    those stay, and the next run computes only the rest."""
+    workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
+    before = scores(workdir)
+    bigger = changed(lambda c: c["sweeps"][0].update(seeds=[0, 1, 2, 3]), changed(lambda c: c["evaluation"].update(passes_per_job=50)))
+    configfile = write_config(workdir, bigger, "bigger.yaml")
+    run = run_until_new_scores(workdir, configfile, 1, before)
+    # the job's own process dies; Snakemake sees a failed job
+    found = subprocess.run(["pgrep", "-f", "painters evaluate --model"], capture_output=True, text=True).stdout.split()
+    evaluations = [pid for pid in found if os.path.realpath(f"/proc/{pid}/cwd") == os.path.realpath(workdir)]
+    for pid in evaluations:
+        os.kill(int(pid), signal.SIGKILL)
+    run.wait(timeout=300)
+    output = (Path(workdir) / "run.out").read_text()
+    done_at_failure = {p: t for p, t in scores(workdir).items() if p not in before}
+    assert run.returncode != 0 and evaluations, output[-3000:]
+    assert 1 <= len(done_at_failure) < 6, output[-3000:]  # 3 new seeds x 2 benchmarks
+    remaining = dry_run_result(workdir, bigger)
+    assert len(planned_scores(remaining)) == 6 - len(done_at_failure)
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    final = scores(workdir)
+    assert {p: final[p] for p in [*before, *done_at_failure]} == {**before, **done_at_failure}
+    assert len(final) == len(before) + 6
+
+
+def dry_run_result(workdir, config):
+    result = snakemake(workdir, "-n", "--configfile", str(write_config(workdir, config, "dry.yaml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
 
 
 def test_a_killed_run_resumes_and_keeps_what_finished(finished_run):
@@ -126,12 +185,7 @@ def test_a_killed_run_resumes_and_keeps_what_finished(finished_run):
     before = scores(workdir)
     bigger = changed(lambda c: c["sweeps"][0].update(N=[0, 1], seeds=[0, 1, 2]))
     configfile = write_config(workdir, bigger, "bigger.yaml")
-    command = snakemake_command(workdir, "--cores", "2", "--configfile", str(configfile))
-    run = subprocess.Popen(command, cwd=REPO, env=offline_environment(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while len(scores(workdir)) < len(before) + 4 and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.1)
+    run = run_until_new_scores(workdir, configfile, 4, before)
     os.killpg(run.pid, signal.SIGKILL)  # the whole job tree, as a lost login node would
     run.wait()
     done_at_kill = {p: t for p, t in scores(workdir).items() if p not in before}
@@ -140,17 +194,14 @@ def test_a_killed_run_resumes_and_keeps_what_finished(finished_run):
     assert snakemake(workdir, "--unlock", "--configfile", str(configfile)).returncode == 0
     # 6 new plans (skip-N1, random-N{0,1}-S{0,1,2} but the existing random-N0-S0) x 2 benchmarks
     new_scores = 12
-    remaining = dry_run(workdir, bigger).get("evaluate_demo", 0)
-    # Finished jobs are not planned again. A job killed after its file appeared but before
-    # Snakemake recorded it as done is redone (Snakemake cannot tell): at most the 2 running.
-    assert new_scores - len(done_at_kill) <= remaining <= new_scores - len(done_at_kill) + 2
+    # a finished score is never planned again, even one whose job was killed
+    remaining = planned_scores(dry_run_result(workdir, bigger))
+    assert len(remaining) == new_scores - len(done_at_kill)
     result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = scores(workdir)
     assert len(final) == len(before) + new_scores
     # what had finished before is kept as it was (not recomputed)
-    assert {p: final[p] for p in before} == before
-    kept = [p for p, t in done_at_kill.items() if final[p] == t]
-    assert len(kept) == len(done_at_kill) - (remaining - (new_scores - len(done_at_kill)))
+    assert {p: final[p] for p in [*before, *done_at_kill]} == {**before, **done_at_kill}
     assert not [p for p in (workdir / "results/scores").rglob("*") if p.is_file() and p.suffix != ".parquet"]
     assert dry_run(workdir, bigger) == {}

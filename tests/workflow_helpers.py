@@ -32,7 +32,7 @@ REDUCED = {
     "benchmarks": ["demo_choice", "demo_cloze"],
     "include_paths": ["results/demo/data/tasks", FEWSHOT_TASKS],
     "limit": 8,
-    "evaluation": {"worker": True, "worker_idle": 30, "max_gen_toks": 8},
+    "evaluation": {"max_gen_toks": 8, "passes_per_job": 2},  # two jobs per benchmark
     "sweeps": [
         {"name": "variants", "variants": ["skip", "random"], "N": [0], "seeds": [0]},
         {"name": "looped", "variants": ["looped_parallel"], "N": [0], "K": [2]},
@@ -87,8 +87,16 @@ def score_mtimes(workdir: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in (Path(workdir) / "results/scores").rglob("*.parquet")}
 
 
+def planned_scores(result: subprocess.CompletedProcess) -> set[str]:
+    """The score files a dry run's evaluation jobs will write (their outputs)."""
+    text = result.stdout + result.stderr
+    outputs = re.findall(r"^\s*output: (.*)$", text, flags=re.MULTILINE)
+    return {path for line in outputs for path in line.split(", ") if "/scores/" in path}
+
+
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
-    """The 'Job stats' table of a dry run as {rule: count}; {} when there is nothing to do."""
+    """The 'Job stats' table of a dry run as {rule: count}, every evaluation job's rule counted
+    as "evaluate" (one rule per job); {} when there is nothing to do."""
     text = result.stdout + result.stderr
     if "Nothing to be done" in text:
         return {}
@@ -98,6 +106,7 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
         match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not match:
             break
-        counts[match.group(1)] = int(match.group(2))
+        rule = "evaluate" if match.group(1).startswith("evaluate_") else match.group(1)
+        counts[rule] = counts.get(rule, 0) + int(match.group(2))
     counts.pop("total", None)
     return counts

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,26 @@ def describe_schema(name: str) -> str:
 
 
 def _lm_eval_tasks_dir() -> Path:
-    import lm_eval.tasks
+    # found without importing lm_eval.tasks (seconds): the workflow asks at DAG time
+    import importlib.util
 
-    return Path(lm_eval.tasks.__file__).parent
+    return Path(importlib.util.find_spec("lm_eval").submodule_search_locations[0]) / "tasks"
+
+
+def generates_text(name: str, include_paths=()) -> bool:
+    """Whether benchmark `name` is a generate_until task, read from its task YAML without building
+    it: in `include_paths`, or the built-in YAML of a default benchmark. Other names: False.
+    Used to size workflow jobs, where generate_until tasks run plan by plan (no shared pass)."""
+    task_line = re.compile(rf"^task:\s*['\"]?{re.escape(name)}['\"]?\s*$", re.MULTILINE)
+    files = [path for folder in include_paths if Path(folder).is_dir() for path in sorted(Path(folder).rglob("*.yaml"))]
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if task_line.search(text):
+            return re.search(r"^output_type:\s*generate_until", text, re.MULTILINE) is not None
+    if name in LOCAL_DATA:
+        text = (_lm_eval_tasks_dir() / LOCAL_DATA[name].builtin_yaml).read_text(encoding="utf-8")
+        return re.search(r"^output_type:\s*generate_until", text, re.MULTILINE) is not None
+    return False
 
 
 def _check_local_file(name: str, path: Path) -> str | None:

@@ -1,17 +1,15 @@
 """`painters evaluate`: score one model under many plans with lm-eval, one parquet per (plan, benchmark).
 
-The model and tokenizer are loaded once and the lm-eval tasks are built once;
-each plan then runs `lm_eval.evaluator.evaluate()` on those same task objects
-inside `surgery.apply`. lm-eval's sqlite request cache is never used: it keys on
-the request text only, so it would hand one plan's answers to another.
+The model and tokenizer are loaded once and the lm-eval tasks are built once.
+Per benchmark, each plan runs `lm_eval.evaluator.evaluate()` on those same task
+objects; the model side (painters.engine.SweepLM) answers the loglikelihood
+requests of all plans in one shared pass, and generate_until tasks run plan by
+plan inside `surgery.apply`. lm-eval's sqlite request cache is never used: it keys
+on the request text only, so it would hand one plan's answers to another.
 
 Every (plan, benchmark) result is written as soon as it is known, atomically
 (painters.results). A pair whose parquet already exists is kept, not recomputed,
 unless --overwrite is given, so a killed run resumes where it stopped.
-
-With --worker the work is done by a resident per-model process (painters.worker)
-that stays loaded between calls; this process then only validates the request
-and publishes the files. The workflow uses it to make many small jobs cheap.
 """
 
 from __future__ import annotations
@@ -27,14 +25,14 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from painters import plan as plans_module
 
 # lm-eval's bootstrap of stderrs (perplexity, ...) forks a process pool unless this is
-# set. Forking a process that runs torch threads can hang the pool (seen in the resident
-# worker); the single-process loop draws the same resamples (same per-chunk seeds).
+# set. Forking a process that runs torch threads can hang the pool (seen in a long-lived
+# process); the single-process loop draws the same resamples (same per-chunk seeds).
 os.environ.setdefault("DISABLE_MULTIPROC", "1")
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -49,7 +47,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything that decides how a model is loaded and which tasks it can run (a worker's identity)."""
+    """Everything that decides how a model is loaded and which tasks it can run."""
 
     model: str
     dtype: str = "auto"
@@ -60,13 +58,6 @@ class ModelSpec:
     data_dir: str | None = None
     include_paths: tuple[str, ...] = ()
     trust_remote_code: bool = False
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> ModelSpec:
-        return cls(**{**data, "include_paths": tuple(data.get("include_paths", ()))})
 
 
 @dataclass(frozen=True)
@@ -250,13 +241,12 @@ class Session:
                 settings = {**copy.deepcopy(self.generation_defaults[name]), **request.gen_kwargs}
                 task.set_config(key="generation_kwargs", value=settings)
 
-    def run(self, request: Request, publish=None) -> list[Path]:
+    def run(self, request: Request) -> list[Path]:
         """Score every (plan, benchmark) of `request`; returns the parquet paths written.
 
         Per benchmark, the loglikelihood requests of all plans still to do are answered in one
         shared pass (painters.engine); a benchmark with generate_until tasks runs plan by plan
-        under surgery.apply. `publish(tmp, final)` makes a finished temporary file final
-        (default: rename it).
+        under surgery.apply.
         """
         from contextlib import nullcontext
 
@@ -264,7 +254,6 @@ class Session:
 
         from painters import results, surgery
 
-        publish = publish or os.replace
         plans = self.check(request)
         written = []
         for benchmark in request.benchmarks:
@@ -297,7 +286,7 @@ class Session:
                     seconds = time.perf_counter() - started
                     final = results.score_path(request.out, request.name, plan.key, benchmark)
                     rows = self.rows(output, task_dict, request, plan, benchmark, seconds)
-                    publish(results.write_temp(results.scores_frame(rows), final), final)
+                    results.write_atomic(results.scores_frame(rows), final)
                     written.append(final)
             how = "in one shared pass" if shared else "plan by plan (generate_until)"
             self.log(f"benchmark {benchmark}: {len(todo)} plan(s) {how} in {time.perf_counter() - benchmark_started:.1f} s")
@@ -350,6 +339,7 @@ class Session:
                         "fewshot_seed": request.fewshot_seed,
                         "prompt_hash": prompts,
                         "generation_kwargs": None if generation is None else json.dumps(generation, sort_keys=True),
+                        "settings": json.dumps({"dtype": self.spec.dtype, "max_gen_toks": request.gen_kwargs.get("max_gen_toks")}),
                         "batch_size": str(self.spec.batch_size),
                         "batch_size_used": self.lm.detected_batch_size if self.spec.batch_size == "auto" else self.spec.batch_size,
                         "bootstrap_iters": request.bootstrap_iters,
@@ -480,13 +470,6 @@ def run_command(args) -> int:
     slurm_job = os.environ.get("SLURM_JOB_ID")
     if slurm_job:
         print(f"Slurm job {slurm_job}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}", flush=True)
-    # Inside a Slurm job --worker scores here: a resident worker would outlive the job and
-    # hold its GPU memory after the allocation is gone (Slurm without cgroups does not reap it).
-    if args.worker and not slurm_job:
-        from painters import worker
-
-        worker.submit(spec, request, idle_seconds=args.worker_idle)
-        return 0
     session = Session(spec, log=lambda line: print(line, flush=True))
     session.run(request)
     return 0
@@ -527,8 +510,6 @@ def register(subparsers) -> None:
     parser.add_argument("--max-gen-toks", type=int, help="cap generation length of generate_until tasks")
     parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
-    parser.add_argument("--worker", action="store_true", help="run in a resident per-model worker (see painters.worker)")
-    parser.add_argument("--worker-idle", type=float, default=120.0, help="seconds an idle worker waits before it exits")
     parser.set_defaults(func=run_command)
 
 

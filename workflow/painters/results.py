@@ -10,6 +10,7 @@ or a slug of the path/id for ad-hoc runs), `plan` a plan key (`skip-N2`),
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -44,6 +45,7 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "fewshot_seed": pl.Int64,  # seed of lm-eval's few-shot sampler (matters where num_fewshot > 0)
     "prompt_hash": pl.String,  # fingerprint of every request lm-eval built: equal hashes, equal prompts
     "generation_kwargs": pl.String,  # JSON of a generate_until task's settings; null otherwise
+    "settings": pl.String,  # JSON of the settings asked for that no other column records (dtype, max_gen_toks)
     "batch_size": pl.String,  # as given ("16"); on GPUs in bf16 scores move slightly with it
     "batch_size_used": pl.Int64,  # the batch size that ran (what "auto" found)
     "bootstrap_iters": pl.Int64,
@@ -86,7 +88,7 @@ def score_path(results_dir: str | os.PathLike, model: str, plan: str, benchmark:
     )
 
 
-def write_temp(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
+def _write_temp(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
     """Write `frame` as parquet to a new hidden temporary file beside `path`, flushed to disk.
 
     Renaming it onto `path` (os.replace, same file system) then publishes the whole
@@ -113,7 +115,7 @@ def write_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
 
     A process killed at any moment leaves no partial file under the final name.
     """
-    os.replace(write_temp(frame, path), path)
+    os.replace(_write_temp(frame, path), path)
 
 
 def scores_frame(rows: list[dict]) -> pl.DataFrame:
@@ -135,32 +137,53 @@ def read_score_file(path: str | os.PathLike, columns: list[str] | None = None) -
     ).select(wanted)
 
 
-def stale_reason(recorded: dict, fewshot_seed: int) -> str | None:
+def stale_reason(recorded: dict, wanted: dict) -> str | None:
     """Why a finished score no longer stands for the settings asked for now, or None if it does.
 
-    `recorded` is a row of the score file (its settings columns). A few-shot score depends on
-    the few-shot sampler's seed: one made with another seed, or before painters seeded the
-    sampler (no recorded seed: its few-shot examples were drawn from an OS-seeded generator),
-    is recomputed. A 0-shot score does not depend on it and stays.
+    `recorded`: the score file's settings columns; `wanted`: the settings asked for now
+    (fewshot_seed, limit, bootstrap_iters, dtype, max_gen_toks). A few-shot score depends on
+    the few-shot seed: one made with another, or before painters seeded the sampler (no
+    recorded seed: its examples were drawn from an OS-seeded generator), is stale; a 0-shot
+    score does not depend on it. max_gen_toks counts for generate_until scores only. A
+    setting a file does not record (written by an older painters) is taken as unchanged.
     """
-    if not recorded.get("num_fewshot"):
-        return None
-    if recorded.get("fewshot_seed") is None:
-        return "few-shot score made before few-shot seeding (its examples were drawn at random)"
-    if recorded["fewshot_seed"] != fewshot_seed:
-        return f"few-shot score made with fewshot_seed {recorded['fewshot_seed']}, the config asks for {fewshot_seed}"
+    if recorded.get("num_fewshot"):
+        if recorded.get("fewshot_seed") is None:
+            return "few-shot score made before few-shot seeding (its examples were drawn at random)"
+        if recorded["fewshot_seed"] != wanted["fewshot_seed"]:
+            return f"few-shot score made with fewshot_seed {recorded['fewshot_seed']}, the config asks for {wanted['fewshot_seed']}"
+    limit = None if wanted["limit"] is None else float(wanted["limit"])
+    if recorded.get("limit") != limit:
+        return f"made with limit {_shown(recorded.get('limit'))}, the config asks for {_shown(limit)}"
+    if recorded.get("bootstrap_iters") is not None and recorded["bootstrap_iters"] != wanted["bootstrap_iters"]:
+        return f"made with bootstrap_iters {recorded['bootstrap_iters']}, the config asks for {wanted['bootstrap_iters']}"
+    asked = json.loads(recorded["settings"]) if recorded.get("settings") else {}
+    if "dtype" in asked and asked["dtype"] != wanted["dtype"]:
+        return f"made with dtype {asked['dtype']}, the config asks for {wanted['dtype']}"
+    generative = recorded.get("generation_kwargs") is not None
+    if generative and "max_gen_toks" in asked and asked["max_gen_toks"] != wanted["max_gen_toks"]:
+        return f"made with max_gen_toks {_shown(asked['max_gen_toks'])}, the config asks for {_shown(wanted['max_gen_toks'])}"
     return None
 
 
-def stale_scores(paths, fewshot_seed: int) -> dict[str, tuple[str, str]]:
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+_STALENESS_COLUMNS = ("num_fewshot", "fewshot_seed", "limit", "bootstrap_iters", "settings", "generation_kwargs", "timestamp")
+
+
+def stale_scores(paths, wanted: dict) -> dict[str, tuple[str, str]]:
     """{path: (reason, when it was scored)} for the existing score files among `paths` that
-    must be recomputed."""
+    must be recomputed for the settings `wanted` (see stale_reason)."""
     stale = {}
     for path in paths:
         if not os.path.exists(path):
             continue
-        recorded = _recorded_settings(path, ("num_fewshot", "fewshot_seed", "timestamp"))
-        reason = stale_reason(recorded, fewshot_seed)
+        recorded = _recorded_settings(path, _STALENESS_COLUMNS)
+        reason = stale_reason(recorded, wanted)
         if reason:
             stale[str(path)] = (reason, str(recorded["timestamp"]))
     return stale

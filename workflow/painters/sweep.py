@@ -146,6 +146,63 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int]) -> list[Job]:
     return sorted(jobs)
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Plans of one model scored on one benchmark by one evaluation job (one shared pass)."""
+
+    model: str
+    benchmark: str
+    plans: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """Unique among the batches of its (model, benchmark): its first plan in walk order, and its size."""
+        return f"{self.plans[0]}+{len(self.plans) - 1}"
+
+
+def batch_jobs(
+    jobs: list[Job], depths: Mapping[str, int], passes_per_job: Mapping[str, float], plan_by_plan=frozenset()
+) -> list[Batch]:
+    """Group (model, plan, benchmark) jobs into evaluation jobs of one model and benchmark each.
+
+    The plans of a (model, benchmark) are taken in the order of their schedules, the order in
+    which the engine's depth-first walk visits them, so neighbours share the longest
+    prefixes (same N, the K ladder of one heatmap row). A batch grows while its layer work
+    stays within `passes_per_job[model]` full passes of the model over the benchmark (a
+    baseline costs 1): the distinct schedule prefixes, or every plan's whole schedule for
+    the benchmarks in `plan_by_plan` (generate_until: no shared pass). Deterministic.
+    """
+    plans_of: dict[tuple[str, str], set[str]] = {}
+    for job in jobs:
+        plans_of.setdefault((job.model, job.benchmark), set()).add(job.plan)
+    batches = []
+    for (model, benchmark), keys in sorted(plans_of.items()):
+        T, budget = depths[model], passes_per_job[model]
+        if budget <= 0:
+            raise ValueError(f"passes_per_job {budget} for model {model} must be > 0")
+        schedules = {key: plans_module.parse(key).schedule(T) for key in keys}
+        current: list[str] = []
+        prefixes: set = set()
+        cost = 0
+        for key in sorted(schedules, key=lambda k: (schedules[k], k)):
+            schedule = schedules[key]
+            steps = range(len(schedule))
+            new = [schedule[: d + 1] for d in steps] if benchmark in plan_by_plan else [
+                schedule[: d + 1] for d in steps if schedule[: d + 1] not in prefixes
+            ]
+            added = sum(len(prefix[-1]) for prefix in new)
+            if current and (cost + added) / T > budget:
+                batches.append(Batch(model, benchmark, tuple(current)))
+                current, prefixes, cost = [], set(), 0
+                new = [schedule[: d + 1] for d in steps]
+                added = sum(len(prefix[-1]) for prefix in new)
+            current.append(key)
+            prefixes.update(new)
+            cost += added
+        batches.append(Batch(model, benchmark, tuple(current)))
+    return batches
+
+
 def summarize(jobs: list[Job]) -> str:
     """Job counts per model and variant, for people."""
     counts: dict[tuple[str, str], int] = {}
@@ -173,7 +230,7 @@ def run_command(args) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--configfile {path}: no such file")
         config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    depths = {name: read_num_layers(name, config["models"][name]) for name in enabled_models(config)}
+    depths = {name: model_depth(config, name) for name in enabled_models(config)}
     jobs = expand_jobs(config, depths)
     print(summarize(jobs))
     if args.csv:

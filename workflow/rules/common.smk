@@ -9,7 +9,7 @@ from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from painters import plan as painters_plan
-from painters import results, sweep
+from painters import benchmarks, results, sweep
 
 min_version("9.0")
 
@@ -53,34 +53,63 @@ def score_file(model, plan, benchmark):
 
 SCORE_FILES = [score_file(j.model, j.plan, j.benchmark) for j in JOBS]
 SUMMARY = f"{RESULTS}/summary.parquet"
-# Finished scores that no longer stand for the config, read from the settings each file
-# records: a few-shot score made with another few-shot seed, or before the sampler was seeded
-# (0-shot scores never depend on the seed and stay). Each gets a rerun note
-# (RESULTS/reruns/MODEL/PLAN/BENCHMARK.why, saying why) as an input of its evaluation, which
-# therefore runs again. The note stays an input afterwards, so that the set of inputs that
-# Snakemake recorded for the new score does not change on the next run.
-STALE_SCORES = results.stale_scores(SCORE_FILES, config["evaluation"]["fewshot_seed"])
-RERUN_NOTES = {str(p) for p in Path(RESULTS, "reruns").rglob("*.why")}
+
+
+def wanted_settings(model):
+    """The settings a finished score of `model` must have been made with (results.stale_reason)."""
+    evaluation = config["evaluation"]
+    return {
+        "fewshot_seed": evaluation["fewshot_seed"],
+        "limit": config.get("limit"),
+        "bootstrap_iters": evaluation["bootstrap_iters"],
+        "dtype": MODELS[model]["dtype"],
+        "max_gen_toks": evaluation.get("max_gen_toks"),
+    }
+
+
+# A finished score file is final: no rule makes it, so nothing Snakemake does can delete or
+# redo it. Only pending scores are outputs: missing ones, and finished ones that no longer
+# stand for the config, judged from the settings each file records (a limit, dtype,
+# bootstrap or generation length changed; a few-shot score made with another few-shot seed
+# or before the sampler was seeded). Each stale score gets a rerun note
+# (RESULTS/reruns/MODEL/PLAN/BENCHMARK.why, saying why) as an input of its job, so that job
+# runs although its outputs exist; Snakemake deletes a job's existing outputs first.
+STALE_SCORES = {}
+for model_name in MODELS:
+    STALE_SCORES.update(results.stale_scores([score_file(j.model, j.plan, j.benchmark) for j in JOBS if j.model == model_name],
+                                             wanted_settings(model_name)))
 if STALE_SCORES and workflow.is_main_process:
     logger.warning(
         f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
         + "; ".join(f"{count} x {reason}" for reason, count in Counter(r for r, _ in STALE_SCORES.values()).most_common())
     )
+PENDING = [j for j in JOBS if score_file(j.model, j.plan, j.benchmark) in STALE_SCORES
+           or not os.path.exists(score_file(j.model, j.plan, j.benchmark))]
+# Pending scores grouped into evaluation jobs: one model and benchmark each, neighbouring
+# plans in the trie walk, sized by layer work (sweep.batch_jobs; README "Job granularity").
+GENERATIVE = {b for b in config["benchmarks"] if benchmarks.generates_text(b, config["include_paths"])}
+BATCHES = sweep.batch_jobs(
+    PENDING,
+    DEPTHS,
+    {name: MODELS[name].get("passes_per_job") or config["evaluation"]["passes_per_job"] for name in MODELS},
+    plan_by_plan=GENERATIVE,
+)
 
 
 def rerun_note(score_file):
-    return str(Path(RESULTS, "reruns", Path(score_file).relative_to(Path(RESULTS, "scores"))).with_suffix(".why"))
+    """RESULTS/reruns/MODEL/PLAN/BENCHMARK.SCORED.why for a stale score made at SCORED."""
+    scored = re.sub(r"\D", "", STALE_SCORES[score_file][1])[:14]  # 2026-11-23 10:15:02... -> 20261123101502
+    relative = Path(score_file).relative_to(Path(RESULTS, "scores")).with_suffix("")
+    return f"{RESULTS}/reruns/{relative}.{scored or 'unknown'}.why"
 
 
 def rerun_reason(score_file):
-    """The note's text: why the score is recomputed now, or what an existing note says."""
-    if score_file in STALE_SCORES:
-        reason, scored = STALE_SCORES[score_file]
-        return f"{reason}; recomputed the score of {scored}"
-    return Path(rerun_note(score_file)).read_text().strip()
+    reason, scored = STALE_SCORES[score_file]
+    return f"{reason}; recomputed the score of {scored}"
 
 
 wildcard_constraints:
+    scored=r"[0-9]+|unknown",
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     plan=painters_plan.KEY_WILDCARD_REGEX,
     benchmark=r"[A-Za-z0-9][A-Za-z0-9._-]*",
@@ -100,19 +129,15 @@ def demo_inputs(model):
     return {"demo_data": DEMO_DATA, "demo_model": DEMO_MODEL} if uses_demo(model) else {}
 
 
-def evaluate_inputs(model):
-    """An evaluation's inputs: the demo's files, and the score's rerun note if it is stale or has one."""
-
-    def inputs(wildcards):
-        score = score_file(model, wildcards.plan, wildcards.benchmark)
-        note = rerun_note(score)
-        return {**demo_inputs(model), **({"rerun_note": note} if score in STALE_SCORES or note in RERUN_NOTES else {})}
-
-    return inputs
+def batch_inputs(batch):
+    """An evaluation job's inputs: the demo's files, and the rerun notes of its stale scores."""
+    scores = [score_file(batch.model, plan, batch.benchmark) for plan in batch.plans]
+    stale = [rerun_note(score) for score in scores if score in STALE_SCORES]
+    return {**demo_inputs(batch.model), **({"rerun_notes": stale} if stale else {})}
 
 
 class NoRerun:
-    """Shell arguments that must not trigger a rerun when they change (batch size, device, worker).
+    """Shell arguments that must not trigger a rerun when they change (the device).
 
     Snakemake's params trigger records only plain values (str, int, list, ...);
     an object of this class is left out of that record, yet `{params.x}` renders it.
@@ -139,27 +164,21 @@ def results_folder(score_file):
 # ---- evaluation
 
 
-def evaluate_run_args(model):
-    """Settings that Snakemake's params trigger must not track (see NoRerun): batch size, device
-    and worker do not change scores; the few-shot seed does, but only those of few-shot
-    benchmarks, so its changes are found in the score files themselves (STALE_SCORES)."""
-    args = ["--batch-size", model["batch_size"], "--fewshot-seed", config["evaluation"]["fewshot_seed"]]
-    for flag, key in (("--device", "device"), ("--device-map", "device_map"), ("--max-length", "max_length")):
-        if model.get(key):
-            args += [flag, model[key]]
-    if config["evaluation"]["worker"]:
-        args += ["--worker", "--worker-idle", config["evaluation"]["worker_idle"]]
-    return NoRerun(args)
-
-
-def evaluate_result_args(model):
-    """Settings that change the scores: a change re-runs the affected jobs (Snakemake's params trigger)."""
+def evaluate_args(model):
+    """`painters evaluate` settings of a model's jobs. Those that change scores are recorded in each
+    score file and checked there (STALE_SCORES), not by Snakemake's params trigger: no rule
+    makes a finished score, so the trigger never sees one."""
     evaluation = config["evaluation"]
-    args = ["--dtype", model["dtype"], "--bootstrap-iters", evaluation["bootstrap_iters"]]
+    args = ["--batch-size", model["batch_size"], "--fewshot-seed", evaluation["fewshot_seed"]]
+    args += ["--dtype", model["dtype"], "--bootstrap-iters", evaluation["bootstrap_iters"]]
     if config.get("limit") is not None:
         args += ["--limit", config["limit"]]
     if evaluation.get("max_gen_toks"):
         args += ["--max-gen-toks", evaluation["max_gen_toks"]]
+    for flag, key in (("--device", "device"), ("--device-map", "device_map"), ("--max-length", "max_length")):
+        if model.get(key):
+            args += [flag, model[key]]
+    # where the tasks come from is not a setting of a score (a task's prompts are: prompt_hash)
     if config.get("data_dir"):
         args += ["--data-dir", config["data_dir"]]
     for path in config["include_paths"]:

@@ -1,49 +1,53 @@
-# One job per (model, plan, benchmark): the finest cache, so that adding an N, a seed,
-# a K or a benchmark schedules exactly the new scores. With evaluation.worker the job
-# is a thin client of a resident per-model worker (painters.worker): locally this keeps
-# hundreds of small jobs cheap; on Slurm the worker lives inside one allocation only.
-
-
-# One rule per model: every setting is a constant of its rule, so planning thousands of
-# jobs calls no per-job functions (the paper's dry-run stays fast).
-for model_name, model in MODELS.items():
+# Evaluation jobs: one per batch of pending scores of one model on one benchmark
+# (common.smk BATCHES; README "Job granularity"). A job loads the model once, builds the
+# benchmark once and scores its plans in one shared pass (painters.engine), writing one
+# parquet per (plan, benchmark) as each is done. A finished score is no rule's output, so
+# a later run never redoes or deletes it; a failed job keeps the scores it finished
+# (keep-incomplete in the profiles: every score file is written atomically).
+#
+# One rule per batch: every setting is a constant of its rule, so planning calls no
+# per-job functions (the paper's dry-run stays fast).
+for batch in BATCHES:
+    model = MODELS[batch.model]
 
     rule:
         name:
-            f"evaluate_{rule_suffix(model_name)}"
+            f"evaluate_{rule_suffix(batch.model)}_{rule_suffix(batch.benchmark)}_{rule_suffix(batch.name)}"
         input:
-            unpack(evaluate_inputs(model_name)),
+            **batch_inputs(batch),
         output:
-            score_file(model_name, "{plan}", "{benchmark}"),
+            [score_file(batch.model, plan, batch.benchmark) for plan in batch.plans],
         log:
-            f"{RESULTS}/logs/evaluate/{model_name}/{{plan}}/{{benchmark}}.log",
+            f"{RESULTS}/logs/evaluate/{batch.model}/{batch.benchmark}/{batch.name}.log",
         params:
-            model_path=lambda w, input, path=model["path"]: input.get("demo_model", path),
-            model_name=model_name,
-            results=lambda w, output: results_folder(output[0]),
-            result_args=evaluate_result_args(model),
-            run_args=evaluate_run_args(model),
+            model_path=model["path"],
+            model_name=batch.model,
+            benchmark=batch.benchmark,
+            results=RESULTS,
+            plans=shlex.join(batch.plans),
+            args=evaluate_args(model),
         resources:
             gpu=model["resources"]["gpu"],
             mem_mb=lambda wildcards, attempt, mem_mb=model["resources"]["mem_mb"]: mem_mb * attempt,
             runtime=model["resources"]["runtime"],
             cpus_per_task=model["resources"]["cpus_per_task"],
-            slurm_partition=slurm_setting(model_name, "partition", "PAINTERS_SLURM_PARTITION"),
-            slurm_account=slurm_setting(model_name, "account", "PAINTERS_SLURM_ACCOUNT"),
+            slurm_partition=slurm_setting(batch.model, "partition", "PAINTERS_SLURM_PARTITION"),
+            slurm_account=slurm_setting(batch.model, "account", "PAINTERS_SLURM_ACCOUNT"),
+        threads: model["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"
         shell:
-            "painters evaluate --model {params.model_path:q} --name {params.model_name:q} --plans {wildcards.plan:q}"
-            " --benchmarks {wildcards.benchmark:q} --out {params.results:q} {params.result_args} {params.run_args}"
-            " > {log:q} 2>&1"
+            "painters evaluate --model {params.model_path:q} --name {params.model_name:q} --plans {params.plans}"
+            " --benchmarks {params.benchmark:q} --out {params.results:q} {params.args} > {log:q} 2>&1"
 
 
-# Why a finished score is recomputed (see STALE_SCORES); the note makes its evaluation run again.
+# Why a finished score is recomputed (see STALE_SCORES); the note makes its evaluation job run.
+# Named by the stale score's timestamp: a later staleness of the same score gets a new note.
 rule rerun_note:
     output:
-        f"{RESULTS}/reruns/{{model}}/{{plan}}/{{benchmark}}.why",
+        f"{RESULTS}/reruns/{{model}}/{{plan}}/{{benchmark}}.{{scored}}.why",
     log:
-        f"{RESULTS}/logs/reruns/{{model}}/{{plan}}/{{benchmark}}.log",
+        f"{RESULTS}/logs/reruns/{{model}}/{{plan}}/{{benchmark}}.{{scored}}.log",
     params:
         reason=lambda w: rerun_reason(score_file(w.model, w.plan, w.benchmark)),
     localrule: True
