@@ -21,7 +21,8 @@ def row(model, plan_key, benchmark, metric, value, random_baseline, higher=True,
         "M": p.affected(T), "K": p.K, "seed": p.seed, "layer": p.layer, "percent": p.percent, "num_layers": T,
         "benchmark": benchmark, "metric": metric, "filter": filter_name, "value": value, "stderr": 0.01,
         "higher_is_better": higher, "random_baseline": random_baseline, "n_samples": 100, "limit": 100.0,
-        "num_fewshot": 0, "fewshot_seed": 1234, "prompt_hash": "0" * 16, "generation_kwargs": None, "batch_size": "16",
+        "num_fewshot": 0, "fewshot_seed": 1234, "prompt_hash": "0" * 16, "generation_kwargs": None,
+        "settings": '{"dtype": "float32", "max_gen_toks": null}', "batch_size": "16", "batch_size_used": 16,
         "bootstrap_iters": 1000, "dtype": "float32", "device": "cpu", "seconds": 0.1, "painters_version": "0",
         "lm_eval_version": "0.4.13", "transformers_version": "5", "torch_version": "2", "timestamp": datetime.now(timezone.utc),
     }
@@ -83,10 +84,14 @@ def test_missing_baseline_leaves_normalized_null(tmp_path):
     assert table.filter(pl.col("benchmark") == "choice")["normalized"].to_list() == [None]
 
 
+WANTED = {"fewshot_seed": 1234, "limit": 100, "bootstrap_iters": 1000, "dtype": "float32", "max_gen_toks": None}
+
+
 def test_scores_written_before_few_shot_seeding_are_read_and_only_few_shot_ones_are_stale(tmp_path):
     from painters.results import read_score_file, stale_scores
 
-    new_columns = ["fewshot_seed", "prompt_hash", "generation_kwargs", "batch_size", "bootstrap_iters"]
+    new_columns = ["fewshot_seed", "prompt_hash", "generation_kwargs", "settings", "batch_size", "batch_size_used",
+                   "bootstrap_iters"]
     paths = {}
     for plan_key, benchmark, shots in [("baseline", "choice", 0), ("skip-N1", "choice", 0), ("baseline", "gsm", 5),
                                        ("skip-N1", "gsm", 5)]:
@@ -97,12 +102,35 @@ def test_scores_written_before_few_shot_seeding_are_read_and_only_few_shot_ones_
     assert old.columns == list(SCORE_COLUMNS) and old["fewshot_seed"].to_list() == [None]
     assert aggregate.read_scores(tmp_path / "scores").height == 4
     missing = score_path(tmp_path, "m", "skip-N2", "gsm")
-    stale = stale_scores([*map(str, paths.values()), str(missing)], fewshot_seed=1234)
+    stale = stale_scores([*map(str, paths.values()), str(missing)], WANTED)
     assert list(stale) == [str(paths["baseline", "gsm"])]  # 0-shot and seeded few-shot scores stand
     assert "before few-shot seeding" in stale[str(paths["baseline", "gsm"])][0]
-    reseeded = stale_scores(map(str, paths.values()), fewshot_seed=7)
+    reseeded = stale_scores(map(str, paths.values()), {**WANTED, "fewshot_seed": 7})
     assert set(reseeded) == {str(paths["baseline", "gsm"]), str(paths["skip-N1", "gsm"])}
     assert "made with fewshot_seed 1234, the config asks for 7" in reseeded[str(paths["skip-N1", "gsm"])][0]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "wanted", "reason"),
+    [
+        ({}, {}, None),
+        ({}, {"limit": None}, "made with limit 100, the config asks for none"),
+        ({}, {"bootstrap_iters": 0}, "made with bootstrap_iters 1000, the config asks for 0"),
+        ({}, {"dtype": "bfloat16"}, "made with dtype float32, the config asks for bfloat16"),
+        # max_gen_toks counts for generated answers only
+        ({}, {"max_gen_toks": 8}, None),
+        ({"generation_kwargs": '{"max_gen_toks": 256}'}, {"max_gen_toks": 8}, "made with max_gen_toks none, the config asks for 8"),
+        # an older file that records no settings is taken as made with those asked for
+        ({"settings": None, "bootstrap_iters": None}, {"dtype": "bfloat16", "bootstrap_iters": 0}, None),
+    ],
+)
+def test_a_score_is_stale_when_a_recorded_setting_differs(tmp_path, recorded, wanted, reason):
+    from painters.results import stale_scores
+
+    path = score_path(tmp_path, "m", "skip-N1", "choice")
+    write_atomic(scores_frame([{**row("m", "skip-N1", "choice", "acc", 0.5, 0.25), **recorded}]), path)
+    stale = stale_scores([str(path)], {**WANTED, **wanted})
+    assert (stale[str(path)][0] if stale else None) == reason
 
 
 def test_duplicate_results_are_an_error():

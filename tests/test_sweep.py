@@ -77,3 +77,58 @@ def test_num_layers_from_config_json_without_loading_weights(tmp_path):
     assert read_num_layers("m", {"path": str(tmp_path), "num_layers": 5}) == 5
     with pytest.raises(ValueError, match="models.m.path 'org/not-cached'.*num_layers"):
         read_num_layers("m", {"path": "org/not-cached"})
+
+
+def batch_cost(batch, T, plan_by_plan=False):
+    from painters import plan, trie
+
+    schedules = [plan.parse(key).schedule(T) for key in batch.plans]
+    return (trie.layer_calls(schedules) if plan_by_plan else trie.distinct_layer_calls(schedules)) / T
+
+
+@pytest.mark.parametrize("budget", [0.5, 2, 5, 40])
+def test_batches_cover_every_job_once_within_the_budget(budget):
+    from painters.sweep import batch_jobs
+
+    grids = ({"variants": ["skip", "random", "looped_parallel"], "seeds": [0, 1], "K": [1, 2, 3, 4]},
+             {"variants": ["reverse"], "benchmarks": ["b"]})
+    jobs = expand_jobs(config(*grids), {"m": 10})
+    batches = batch_jobs(jobs, {"m": 10}, {"m": budget}, plan_by_plan={"b"})
+    covered = [Job(b.model, key, b.benchmark) for b in batches for key in b.plans]
+    assert sorted(covered) == sorted(jobs)  # each job in exactly one batch
+    for batch in batches:
+        cost = batch_cost(batch, 10, plan_by_plan=batch.benchmark == "b")
+        assert len(batch.plans) == 1 or cost <= budget  # a plan dearer than the budget runs alone
+    assert batch_jobs(list(reversed(jobs)), {"m": 10}, {"m": budget}, plan_by_plan={"b"}) == batches
+    names = [(b.model, b.benchmark, b.name) for b in batches]
+    assert len(names) == len(set(names))
+
+
+def test_a_K_ladder_shares_a_job_and_plans_come_in_walk_order():
+    from painters import plan
+    from painters.sweep import batch_jobs
+
+    jobs = expand_jobs(config({"variants": ["looped_parallel"], "N": [2], "K": [1, 2, 3, 4, 6]}, benchmarks=["a"]), {"m": 10})
+    (batch,) = batch_jobs(jobs, {"m": 10}, {"m": 30})
+    schedules = [plan.parse(key).schedule(10) for key in batch.plans]
+    assert schedules == sorted(schedules)
+    # K1..K6 of one N share their first iterations: the ladder costs what K=6 alone costs, plus the baseline's tail
+    assert batch_cost(batch, 10) < 0.5 * sum(batch_cost(type(batch)("m", "a", (key,)), 10) for key in batch.plans)
+    # a budget of 2 passes splits them, in order
+    split = batch_jobs(jobs, {"m": 10}, {"m": 2})
+    assert len(split) > 1 and [key for b in split for key in b.plans] == list(batch.plans)
+
+
+def test_sweep_command_reads_the_demo_depth_from_the_config(capsys):
+    """The demo model does not exist before the workflow builds it: its depth is demo.layers."""
+    from pathlib import Path
+
+    import yaml
+
+    from painters import cli
+
+    configfile = Path(__file__).resolve().parent.parent / "config/config.yaml"
+    demo_config = yaml.safe_load(configfile.read_text())
+    expected = expand_jobs(demo_config, {"demo": demo_config["demo"]["layers"]})
+    assert cli.main(["sweep", "--configfile", str(configfile)]) == 0
+    assert f"{len(expected)} evaluation jobs" in capsys.readouterr().out
