@@ -53,6 +53,7 @@ CLUSTER = changed(lambda c: (
     c.update(benchmarks=["demo_choice"]), with_fewshot_task(c),
 ))
 EVALUATIONS = 4
+JOBS = 2  # one per benchmark: both plans fit one job (passes_per_job 2 in REDUCED)
 
 
 def slurm_command(workdir: Path, configfile: Path, *args: str) -> list[str]:
@@ -72,7 +73,7 @@ def run_on_slurm(workdir: Path, configfile: Path, *args: str) -> subprocess.Comp
 
 def submitted(output: str, rule: str) -> list[str]:
     """Slurm job ids of `rule`'s jobs, from Snakemake's submission lines."""
-    pattern = rf"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_{rule}/"
+    pattern = rf"submitted with SLURM jobid (\d+) \(log: [^)]*/rule_{rule}[^/]*/"
     return re.findall(pattern, output)
 
 
@@ -95,7 +96,6 @@ def values(workdir: Path) -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("local")
-    os.environ["PAINTERS_WORKER_DIR"] = str(workdir / "workers")
     result = snakemake(workdir, "--cores", "2", "--configfile", str(write_config(workdir, CLUSTER)), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -114,16 +114,19 @@ def slurm_run(tmp_path_factory):
 def test_every_evaluation_went_through_sbatch_and_got_its_gpu(slurm_run):
     workdir, output = slurm_run
     job_ids = submitted(output, "evaluate_demo")
-    assert len(job_ids) == EVALUATIONS == len(score_files(workdir))
+    assert len(job_ids) == JOBS and len(score_files(workdir)) == EVALUATIONS
     records = job_records()
     for job_id in job_ids:
         assert records[job_id]["JobState"] == "COMPLETED", records[job_id]
         assert records[job_id]["WorkDir"] == str(workdir)
     # the job's own log: it ran inside the Slurm job and saw the GPU Slurm gave it
     logs = list((workdir / "results/logs/evaluate/demo").rglob("*.log"))
-    assert len(logs) == EVALUATIONS
+    assert len(logs) == JOBS
     for log in logs:
         assert re.search(r"Slurm job (\d+), CUDA_VISIBLE_DEVICES=0\n", log.read_text()), log
+        # one model load per job, and both plans of its benchmark scored in one shared pass
+        assert log.read_text().count("loaded ") == 1
+        assert "2 plan(s) in one shared pass" in log.read_text()
 
 
 def test_scores_on_slurm_equal_a_local_run(slurm_run, local_run):
@@ -197,5 +200,5 @@ def test_a_job_over_its_memory_is_retried_with_more(slurm_run):
     assert attempts[0]["JobState"] in {"FAILED", "OUT_OF_MEMORY"} and "mem=400M" in attempts[0]["Tres"]
     assert attempts[-1]["JobState"] == "COMPLETED"
     assert f"mem={400 * len(attempts)}M" in attempts[-1]["Tres"]
-    killed_logs = (workdir / "results/logs/slurm/rule_evaluate_demo").rglob("*.log")
+    killed_logs = [log for folder in (workdir / "results/logs/slurm").glob("rule_evaluate_demo_*") for log in folder.rglob("*.log")]
     assert any("exceeded memory limit" in log.read_text() for log in killed_logs)
