@@ -180,3 +180,14 @@ def test_random_baseline():
     assert random_baseline("some_task", "acc") is None
     assert random_baseline("demo_copy", "acc,none", {"version": 1, "random_baseline": {"acc": 0.1}}) == 0.1
     assert random_baseline("demo_copy", "exact_match", {"random_baseline": {"acc": 0.1}}) is None
+
+
+def test_generate_until_tasks_are_known_from_their_yaml_without_building_them(tmp_path):
+    """The workflow sizes jobs at DAG time: generate_until tasks run plan by plan."""
+    from painters.benchmarks import generates_text
+
+    (tmp_path / "mine.yaml").write_text("task: my_gen\noutput_type: generate_until\n")
+    (tmp_path / "other.yaml").write_text("task: 'my_choice'\noutput_type: multiple_choice\n")
+    assert generates_text("gsm8k") and not generates_text("hellaswag")
+    assert generates_text("my_gen", [str(tmp_path)]) and not generates_text("my_choice", [str(tmp_path)])
+    assert not generates_text("my_gen") and not generates_text("no_such_task", [str(tmp_path)])

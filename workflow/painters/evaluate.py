@@ -176,13 +176,32 @@ class Session:
         for path in spec.include_paths:
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"--include-path {path} is not a directory of lm-eval task YAMLs")
-        self.task_manager = TaskManager(include_path=include or None)
+        # Indexing lm-eval's thousands of built-in task YAMLs takes seconds per process: a run
+        # whose benchmarks all come from include paths (the demo's) never does it.
+        self._include = include
+        self._own_tasks = TaskManager(include_path=include, include_defaults=False) if include else None
+        self._all_tasks = None
         self.tasks: dict[str, dict] = {}  # benchmark -> the task dict TaskManager.load gave for it
         # task name -> its generation settings as built, so one request's gen_kwargs never leak into the next
         self.generation_defaults: dict[str, dict] = {}
         self.versions = _versions()
         log(f"loaded {spec.model}: {self.num_layers} layers, {self.dtype} on {self.device} "
             f"in {time.perf_counter() - started:.1f} s")
+
+    @property
+    def task_manager(self):
+        """lm-eval's index of every task, built-in ones included (built on first use)."""
+        from lm_eval.tasks import TaskManager
+
+        if self._all_tasks is None:
+            self._all_tasks = TaskManager(include_path=self._include or None)
+        return self._all_tasks
+
+    def tasks_for(self, names) -> object:
+        """The index of the include paths' own tasks when it has all `names`, else the full one."""
+        if self._own_tasks is not None and all(name in self._own_tasks.all_tasks for name in names):
+            return self._own_tasks
+        return self.task_manager
 
     def check(self, request: Request) -> list[plans_module.Plan]:
         """Validate a whole request before anything runs: plans for this depth, benchmarks, names."""
@@ -198,14 +217,14 @@ class Session:
             if lacking:
                 with tempfile.TemporaryDirectory() as scratch:
                     benchmarks.write_local_overrides(self.spec.data_dir, lacking, scratch)
-        benchmarks.check_benchmarks(list(request.benchmarks), self.task_manager)
+        benchmarks.check_benchmarks(list(request.benchmarks), self.tasks_for(request.benchmarks))
         return plans
 
     def task(self, benchmark: str) -> dict:
         if benchmark not in self.tasks:
             started = time.perf_counter()
             try:
-                self.tasks[benchmark] = self.task_manager.load([benchmark])
+                self.tasks[benchmark] = self.tasks_for([benchmark]).load([benchmark])
             except (OSError, ConnectionError) as error:  # a hub download on a node without internet, typically
                 raise FileNotFoundError(
                     f"benchmark {benchmark}: could not load its data ({error}); "
