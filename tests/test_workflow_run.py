@@ -147,31 +147,56 @@ def run_until_new_scores(workdir, configfile, count, before):
     return run
 
 
+def evaluation_processes(workdir):
+    """PIDs of the `painters evaluate` processes running in `workdir`."""
+    found = subprocess.run(["pgrep", "-f", "painters evaluate --model"], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found if os.path.realpath(f"/proc/{pid}/cwd") == os.path.realpath(workdir)]
+
+
+def signal_all(pids, signum):
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_failed_job_keeps_the_scores_it_finished(finished_run, tmp_path):
     """An evaluation job that dies (out of memory, cancelled, crashed) after some of its scores:
     those stay, and the next run computes only the rest."""
     workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
     before = scores(workdir)
-    bigger = changed(lambda c: c["sweeps"][0].update(seeds=[0, 1, 2, 3]), changed(lambda c: c["evaluation"].update(passes_per_job=50)))
+    seeds = list(range(25))  # 24 new random plans x 2 benchmarks, one job per benchmark
+    bigger = changed(lambda c: (c["sweeps"][0].update(seeds=seeds), c["evaluation"].update(passes_per_job=50)))
     configfile = write_config(workdir, bigger, "bigger.yaml")
-    run = run_until_new_scores(workdir, configfile, 1, before)
-    # the job's own process dies; Snakemake sees a failed job
-    found = subprocess.run(["pgrep", "-f", "painters evaluate --model"], capture_output=True, text=True).stdout.split()
-    evaluations = [pid for pid in found if os.path.realpath(f"/proc/{pid}/cwd") == os.path.realpath(workdir)]
-    for pid in evaluations:
-        os.kill(int(pid), signal.SIGKILL)
+    command = snakemake_command(workdir, "--cores", "2", "--configfile", str(configfile))
+    with open(Path(workdir) / "run.out", "w") as output:
+        run = subprocess.Popen(command, cwd=REPO, env=offline_environment(), stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    # the jobs' own processes die once a first score is out (stopped while we look, so none finishes)
+    killed, deadline = [], time.monotonic() + 300
+    while not killed and run.poll() is None and time.monotonic() < deadline:
+        pids = evaluation_processes(workdir)
+        signal_all(pids, signal.SIGSTOP)
+        if pids and len(scores(workdir)) > len(before):
+            signal_all(pids, signal.SIGKILL)
+            killed = pids
+        else:
+            signal_all(pids, signal.SIGCONT)
+            time.sleep(0.02)
     run.wait(timeout=300)
-    output = (Path(workdir) / "run.out").read_text()
+    log = (Path(workdir) / "run.out").read_text()
     done_at_failure = {p: t for p, t in scores(workdir).items() if p not in before}
-    assert run.returncode != 0 and evaluations, output[-3000:]
-    assert 1 <= len(done_at_failure) < 6, output[-3000:]  # 3 new seeds x 2 benchmarks
+    new_scores = 2 * (len(seeds) - 1)
+    assert killed and run.returncode != 0, log[-3000:]
+    assert 1 <= len(done_at_failure) < new_scores, log[-3000:]
     remaining = dry_run_result(workdir, bigger)
-    assert len(planned_scores(remaining)) == 6 - len(done_at_failure)
+    assert len(planned_scores(remaining)) == new_scores - len(done_at_failure)
     result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = scores(workdir)
     assert {p: final[p] for p in [*before, *done_at_failure]} == {**before, **done_at_failure}
-    assert len(final) == len(before) + 6
+    assert len(final) == len(before) + new_scores
 
 
 def dry_run_result(workdir, config):
