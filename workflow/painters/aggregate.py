@@ -20,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from painters.results import read_score_file, write_atomic
+from painters.results import read_score_file, temp_beside, write_atomic
 
 MEDIAN = "median"
 PLAN_COLUMNS = ["model", "model_id", "plan", "variant", "N", "M", "K", "seed", "layer", "percent", "num_layers"]
@@ -39,7 +39,18 @@ def read_scores(scores_dir: str | Path) -> pl.DataFrame:
     files = sorted(Path(scores_dir).glob("*/*/*.parquet"))
     if not files:
         raise FileNotFoundError(f"no score files under {scores_dir} (expected {scores_dir}/MODEL/PLAN/BENCHMARK.parquet)")
-    return pl.concat([read_score_file(f) for f in files], how="vertical_relaxed")
+    return pl.concat([_read_one(f) for f in files], how="vertical_relaxed")
+
+
+def _read_one(path: Path) -> pl.DataFrame:
+    try:
+        return read_score_file(path)
+    except Exception as error:  # polars, pyarrow and OS errors alike: name the file, not the library
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(
+            f"{path} is not a readable score file ({reason}); delete it and run the workflow again "
+            "to recompute that score (nothing else is redone)"
+        ) from None
 
 
 def primary_metrics(scores: pl.DataFrame) -> pl.DataFrame:
@@ -103,13 +114,13 @@ def summarize(scores: pl.DataFrame) -> pl.DataFrame:
 
 def write_csv_atomic(frame: pl.DataFrame, path: str | Path) -> None:
     import os
-    import tempfile
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        frame.write_csv(handle)
+    tmp = temp_beside(path)
+    try:
+        frame.write_csv(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -88,26 +88,39 @@ def score_path(results_dir: str | os.PathLike, model: str, plan: str, benchmark:
     )
 
 
-def _write_temp(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
-    """Write `frame` as parquet to a new hidden temporary file beside `path`, flushed to disk.
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    Renaming it onto `path` (os.replace, same file system) then publishes the whole
-    file at once. Stale temporaries of the same `path` (left by a killed writer) go first.
-    """
+
+def temp_beside(path: str | os.PathLike) -> Path:
+    """A new empty hidden temporary file beside `path` (same file system, so renaming it onto
+    `path` publishes it at once), with the mode any new file gets under the user's umask:
+    mkstemp makes it private (0600), which would hide results from a shared group.
+    Stale temporaries of the same `path` (left by a killed writer) go first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp_name, 0o666 & ~current_umask())
+    return Path(tmp_name)
+
+
+def _write_temp(frame: pl.DataFrame, path: str | os.PathLike) -> Path:
+    """`frame` as parquet in a temporary file beside `path` (temp_beside), flushed to disk."""
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             frame.write_parquet(handle)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return Path(tmp_name)
+    return tmp
 
 
 def write_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
@@ -182,7 +195,11 @@ def stale_scores(paths, wanted: dict) -> dict[str, tuple[str, str]]:
     for path in paths:
         if not os.path.exists(path):
             continue
-        recorded = _recorded_settings(path, _STALENESS_COLUMNS)
+        try:
+            recorded = _recorded_settings(path, _STALENESS_COLUMNS)
+        except Exception as error:  # a truncated or foreign file: make it again
+            stale[str(path)] = (f"unreadable score file ({type(error).__name__})", "unknown")
+            continue
         reason = stale_reason(recorded, wanted)
         if reason:
             stale[str(path)] = (reason, str(recorded["timestamp"]))

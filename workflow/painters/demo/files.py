@@ -15,11 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+from painters.results import current_umask
 
 
 @contextmanager
@@ -37,7 +33,7 @@ def building(final: str | os.PathLike, what: str = "--out") -> Iterator[Path]:
     for stale in final.parent.glob(f".{final.name}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the published folder gets the usual mode
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the published folder gets the usual mode
     try:
         yield tmp
     except BaseException:
