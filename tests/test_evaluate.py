@@ -110,6 +110,7 @@ def parquets(folder):
     ("change", "message"),
     [
         ({"model": "/no/such/model"}, "/no/such/model"),
+        ({"model": "org/never-downloaded"}, "org/never-downloaded: not in the local Hugging Face cache.*hf download"),
         ({"benchmarks": ("arc_easy", "arc_eesy")}, "unknown benchmark 'arc_eesy'.*arc_easy"),
         ({"plans": ("baseline", "skip-2")}, "skip-2"),
         ({"plans": ("baseline", "twist-N1")}, "twist.*baseline"),
@@ -135,7 +136,9 @@ def test_bad_input_names_the_value_and_writes_nothing(world, tmp_path, capsys, c
     kept = score_path(tmp_path / "out", "tiny", "baseline", "lambada_openai")
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"finished earlier")
+    started = time.perf_counter()
     assert evaluate_cli(world, tmp_path / "out", plans=plans, benchmarks=benchmarks) == 2
+    assert time.perf_counter() - started < 20  # at once: no hub retries (offline here), no task index
     assert re.search(message, capsys.readouterr().err, re.S)
     assert parquets(tmp_path / "out") == [kept.relative_to(tmp_path / "out")]
     assert kept.read_bytes() == b"finished earlier"

@@ -111,6 +111,32 @@ def check_model_source(model: str) -> None:
             f"--model {model}: no such model folder (give a folder holding config.json and weights, "
             "or a Hugging Face id such as meta-llama/Llama-2-7b-hf that is in the local cache)"
         )
+    # a hub id: look in the local cache first; without it, fail at once where the hub cannot be
+    # reached, instead of after transformers' retries (about 50 s)
+    import huggingface_hub
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(model, "config.json"), str):
+        return
+    if huggingface_hub.is_offline_mode() or not _hub_reachable():
+        raise FileNotFoundError(
+            f"--model {model}: not in the local Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE}) "
+            "and the hub cannot be reached; download it first where there is internet "
+            f"(hf download {model}), or give a model folder"
+        )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub
+
+    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def check_plan_keys(keys: list[str]) -> list[plans_module.Plan]:
