@@ -17,6 +17,8 @@ rule demo_data:
 
 
 rule demo_model:
+    message:
+        "Training the demo model: about 2 minutes on 2 cores, silent here; progress in {log}"
     input:
         DEMO_DATA,
     output:
