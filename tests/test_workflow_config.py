@@ -73,3 +73,13 @@ def test_every_rule_has_a_log_and_a_conda_env():
     result = snakemake(REPO, "--lint", "--configfile", str(REPO / "config/config.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_the_demo_paths_follow_the_results_folder(tmp_path):
+    """`{results}` in the demo config's paths: `--config results=res2` builds and uses res2/demo/..."""
+    (tmp_path / "results/demo/model").mkdir(parents=True)  # another run's model must not be taken
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/config.yaml"), "--config", "results=res2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Missing output files: res2/demo/model" in output and "input: res2/demo/data, res2/demo/model" in output
+    assert "results/" not in output.replace("res2/", "")

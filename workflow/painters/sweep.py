@@ -69,6 +69,25 @@ def read_num_layers(model_name: str, model: Mapping) -> int:
     raise ValueError(f"models.{model_name}: {config_file} has no num_hidden_layers; set models.{model_name}.num_layers")
 
 
+def with_results_paths(config: dict) -> dict:
+    """`config` with `{results}` in its paths (models' `path`, `include_paths`, `data_dir`,
+    `similarity.texts`) replaced by its `results` folder, so that the demo's files follow
+    `results` (`--config results=elsewhere`). Changed in place and returned."""
+    results = str(config.get("results", "results"))
+
+    def expand(value):
+        return value.replace("{results}", results) if isinstance(value, str) else value
+
+    for model in config.get("models", {}).values():
+        model["path"] = expand(model.get("path"))
+    config["include_paths"] = [expand(path) for path in config.get("include_paths", [])]
+    if "data_dir" in config:
+        config["data_dir"] = expand(config["data_dir"])
+    if isinstance(config.get("similarity"), dict):
+        config["similarity"]["texts"] = expand(config["similarity"].get("texts"))
+    return config
+
+
 def model_depth(config: Mapping, model_name: str) -> int:
     """A configured model's depth; the demo model does not exist before the workflow builds
     it, so its depth is the configured `demo.layers` (unless `num_layers` says otherwise)."""
@@ -230,6 +249,7 @@ def run_command(args) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--configfile {path}: no such file")
         config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    with_results_paths(config)
     depths = {name: model_depth(config, name) for name in enabled_models(config)}
     jobs = expand_jobs(config, depths)
     print(summarize(jobs))

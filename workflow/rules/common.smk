@@ -15,6 +15,7 @@ min_version("9.0")
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+sweep.with_results_paths(config)
 
 RESULTS = config["results"]
 REPORTS = config["reports"]
