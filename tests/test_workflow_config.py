@@ -83,3 +83,16 @@ def test_the_demo_paths_follow_the_results_folder(tmp_path):
     assert result.returncode == 0, output[-3000:]
     assert "Missing output files: res2/demo/model" in output and "input: res2/demo/data, res2/demo/model" in output
     assert "results/" not in output.replace("res2/", "")
+
+
+def test_a_model_folder_without_weights_is_refused_before_any_job(tmp_path):
+    folder = tmp_path / "weightless"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 4}')
+    (folder / "tokenizer.json").write_text("{}")
+    config = demo_like(models={"m": {"path": str(folder)}}, demo={"enabled": False}, include_paths=[])
+    result = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path, config)))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(rf"models\.m\.path '{re.escape(str(folder))}': the folder has no weights \(\*\.safetensors", output), output
+    assert "evaluate_" not in output and not (tmp_path / "results").exists()

@@ -98,12 +98,29 @@ def parse_batch_size(text: str) -> int | str:
     return int(text)
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.gguf")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt",
+                   "spiece.model")
+
+
+def model_folder_lacks(path: Path) -> str | None:
+    """What a local model folder lacks to be loaded (config, weights, tokenizer), or None."""
+    if not (path / "config.json").is_file():
+        return "config.json"
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        return f"weights ({', '.join(WEIGHT_FILES)})"
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return f"tokenizer files ({', '.join(TOKENIZER_FILES)})"
+    return None
+
+
 def check_model_source(model: str) -> None:
     """Fail early and clearly when `model` is neither a local model folder nor a hub id."""
     path = Path(model).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"--model {model}: {path} has no config.json (expected a Hugging Face model folder)")
+        lacking = model_folder_lacks(path)
+        if lacking:
+            raise FileNotFoundError(f"--model {model}: {path} has no {lacking} (expected a Hugging Face model folder)")
         return
     looks_like_path = model.startswith((".", "/", "~")) or os.sep in model.strip("/").replace("/", "", 1)
     if looks_like_path or not _HUB_ID.match(model):

@@ -10,6 +10,7 @@ from snakemake.utils import min_version, validate
 
 from painters import plan as painters_plan
 from painters import benchmarks, results, sweep
+from painters.evaluate import model_folder_lacks
 
 min_version("9.0")
 
@@ -35,6 +36,10 @@ def check_config():
         looks_local = model["path"].startswith((".", "~")) or os.path.isabs(model["path"])
         if model["path"] != DEMO_MODEL and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
             raise ValueError(f"models.{name}.path {model['path']!r}: no such folder (give a model folder or a Hugging Face id)")
+        if model["path"] != DEMO_MODEL and os.path.isdir(os.path.expanduser(model["path"])):
+            lacking = model_folder_lacks(Path(model["path"]).expanduser())
+            if lacking:
+                raise ValueError(f"models.{name}.path {model['path']!r}: the folder has no {lacking}")
     texts = config["similarity"]["texts"]
     if texts and not texts.startswith(DEMO_DATA) and not os.path.isfile(texts):
         raise ValueError(f"similarity.texts {texts!r}: no such file (one text per line), or null to skip Fig 3")
