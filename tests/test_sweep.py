@@ -132,3 +132,13 @@ def test_sweep_command_reads_the_demo_depth_from_the_config(capsys):
     expected = expand_jobs(demo_config, {"demo": demo_config["demo"]["layers"]})
     assert cli.main(["sweep", "--configfile", str(configfile)]) == 0
     assert f"{len(expected)} evaluation jobs" in capsys.readouterr().out
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
+    from painters import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models:\n  m: {path: x\nbenchmarks: [a]\n")
+    assert cli.main(["sweep", "--configfile", str(bad)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"--configfile {bad}: not valid YAML at line" in error

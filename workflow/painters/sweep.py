@@ -69,6 +69,23 @@ def read_num_layers(model_name: str, model: Mapping) -> int:
     raise ValueError(f"models.{model_name}: {config_file} has no num_hidden_layers; set models.{model_name}.num_layers")
 
 
+def schema_problem(config: Mapping, schema: Mapping) -> str | None:
+    """One line for the config's most relevant schema error (key path, bad value, what is
+    valid), or None. jsonschema's own message repeats the whole schema and config."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path) or "top level"
+    if error.validator == "additionalProperties":
+        unexpected = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        valid = ", ".join(error.schema.get("properties", {}))
+        return f"config {where}: unknown key(s) {', '.join(map(repr, unexpected))}; valid keys: {valid}"
+    message = error.message if len(error.message) <= 300 else error.message[:300] + "..."
+    return f"config {where}: {message}"
+
+
 def with_results_paths(config: dict) -> dict:
     """`config` with `{results}` in its paths (models' `path`, `include_paths`, `data_dir`,
     `similarity.texts`) replaced by its `results` folder, so that the demo's files follow
@@ -248,7 +265,13 @@ def run_command(args) -> int:
     for path in args.configfile:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--configfile {path}: no such file")
-        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ValueError(f"--configfile {path}: not valid YAML{where} ({getattr(error, 'problem', None) or error})") from None
+        config = merge(config, loaded or {})
     with_results_paths(config)
     depths = {name: model_depth(config, name) for name in enabled_models(config)}
     jobs = expand_jobs(config, depths)

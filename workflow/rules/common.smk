@@ -5,6 +5,8 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
@@ -15,6 +17,10 @@ from painters.evaluate import model_folder_lacks
 min_version("9.0")
 
 
+# one line for a schema error (Snakemake's own message prints the whole schema and config)
+_PROBLEM = sweep.schema_problem(config, yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text()))
+if _PROBLEM:
+    raise ValueError(_PROBLEM)
 validate(config, schema="../schemas/config.schema.yaml")
 sweep.with_results_paths(config)
 
