@@ -90,8 +90,22 @@ def test_adding_a_setting_plans_only_the_new_scores(finished_run, what, update, 
     benchmarks_planned = {Path(p).stem for p in scores_planned}
     assert len(benchmarks_planned) <= jobs.pop("evaluate") <= new_scores
     assert jobs.pop("aggregate") == 1
+    if what == "a benchmark":
+        assert jobs.pop("check_benchmarks") == 1  # checked once, before its evaluation jobs
     assert not {"demo_data", "demo_model", "similarity"} & set(jobs)
     assert all(rule.startswith("figure_") or rule == "all" for rule in jobs), jobs
+
+
+def test_an_unknown_benchmark_stops_the_run_before_any_evaluation(finished_run, tmp_path):
+    workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
+    before = scores(workdir)
+    config = changed(lambda c: (c["benchmarks"].append("demo_chioce"), c["sweeps"][0].update(seeds=[0, 5])))
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(write_config(workdir, config, "typo.yaml")))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("unknown benchmark 'demo_chioce'; did you mean: demo_choice") >= 1, output[-3000:]
+    assert "Error in rule check_benchmarks" in output and "Error in rule evaluate" not in output
+    assert scores(workdir) == before  # no evaluation ran (random-N0-S5 was due on demo_choice)
 
 
 def test_a_plot_only_setting_redraws_only_the_figures(finished_run):

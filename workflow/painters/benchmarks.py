@@ -266,3 +266,37 @@ def check_benchmarks(names: list[str], task_manager) -> None:
             "`lm-eval ls tasks` (add `--include_path DIR` for your own task YAMLs)"
         )
     raise ValueError("\n".join(lines))
+
+
+def run_check(args) -> int:
+    """`painters check-benchmarks`: the workflow's check, once before any evaluation job, that
+    every configured benchmark exists (and has its local files under --data-dir)."""
+    import os
+    import tempfile
+
+    from lm_eval.tasks import TaskManager
+
+    from painters.results import temp_beside
+
+    for path in args.include_path:
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"include_paths: {path} is not a directory of lm-eval task YAMLs")
+    check_benchmarks(args.benchmarks, TaskManager(include_path=list(args.include_path) or None))
+    if args.data_dir:
+        with tempfile.TemporaryDirectory() as scratch:  # raises naming each missing or malformed file
+            write_local_overrides(args.data_dir, [b for b in args.benchmarks if b in LOCAL_DATA], scratch)
+    tmp = temp_beside(args.out)
+    tmp.write_text("".join(f"{name}\n" for name in args.benchmarks))
+    os.replace(tmp, args.out)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "check-benchmarks", help="check that lm-eval knows every benchmark (the workflow runs it first)"
+    )
+    parser.add_argument("--benchmarks", nargs="+", required=True, metavar="NAME")
+    parser.add_argument("--include-path", action="append", default=[], metavar="DIR")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", required=True, help="file written when every benchmark is known")
+    parser.set_defaults(func=run_check)

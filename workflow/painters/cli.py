@@ -19,6 +19,7 @@ COMMANDS = {
     "aggregate": "painters.aggregate",
     "figures": "painters.figures",
     "sweep": "painters.sweep",
+    "check-benchmarks": "painters.benchmarks",
 }
 
 

@@ -1,4 +1,6 @@
 # Config validation, the sweep table and the helpers the rules share.
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -141,11 +143,18 @@ def demo_inputs(model):
     return {"demo_data": DEMO_DATA, "demo_model": DEMO_MODEL} if uses_demo(model) else {}
 
 
+# Every benchmark checked once, before any evaluation job (one line naming an unknown one),
+# by lm-eval's own task index: too slow for every dry run, so a job, remembered per setting.
+_CHECKED = json.dumps([config["benchmarks"], config["include_paths"], config.get("data_dir")])
+BENCHMARK_CHECK = f"{RESULTS}/checks/benchmarks.{hashlib.sha256(_CHECKED.encode()).hexdigest()[:12]}.ok"
+
+
 def batch_inputs(batch):
-    """An evaluation job's inputs: the demo's files, and the rerun notes of its stale scores."""
+    """An evaluation job's inputs: the demo's files, the benchmark check, and the rerun notes of its stale scores."""
     scores = [score_file(batch.model, plan, batch.benchmark) for plan in batch.plans]
     stale = [rerun_note(score) for score in scores if score in STALE_SCORES]
-    return {**demo_inputs(batch.model), **({"rerun_notes": stale} if stale else {})}
+    inputs = {**demo_inputs(batch.model), "benchmark_check": BENCHMARK_CHECK}
+    return {**inputs, **({"rerun_notes": stale} if stale else {})}
 
 
 class NoRerun:
@@ -238,6 +247,8 @@ def figures_of(model):
         figures.append("fig10_heatmap")
     if variants & set(FIGURE_VARIANTS.values()):
         figures.append("fig11_all_variants")
+    if variants & set(painters_plan.STACK_VARIANTS):
+        figures.append("whole_stack")
     return figures
 
 
@@ -263,4 +274,5 @@ def figure_benchmarks(wildcards):
     return sorted({job.benchmark for job in JOBS if job.model in models})
 
 
-ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction"]
+ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
+               "whole_stack"]

@@ -55,3 +55,25 @@ rule rerun_note:
         "../../envs/painters.yaml"
     shell:
         "echo {params.reason:q} > {output:q} 2> {log:q}"
+
+
+# Runs once per set of benchmarks, include paths and data folder, before the first evaluation job.
+rule check_benchmarks:
+    input:
+        # the demo's task YAMLs are made by the demo rules
+        demo=DEMO_DATA if DEMO["enabled"] else [],
+    output:
+        BENCHMARK_CHECK,
+    log:
+        f"{RESULTS}/logs/check_benchmarks.log",
+    params:
+        args=shlex.join(
+            ["--benchmarks", *config["benchmarks"]]
+            + [a for path in config["include_paths"] for a in ("--include-path", path)]
+            + (["--data-dir", config["data_dir"]] if config.get("data_dir") else [])
+        ),
+    localrule: True
+    conda:
+        "../../envs/painters.yaml"
+    shell:
+        "painters check-benchmarks {params.args} --out {output:q} > {log:q} 2>&1"
