@@ -1,11 +1,13 @@
 """Aggregation (normalization, medians), figures and the similarity matrix, on synthetic scores."""
 
 import math
+import statistics
 from datetime import datetime, timezone
 
 import polars as pl
 import pytest
 import torch
+from jinja2 import Environment
 
 from painters import aggregate, figures, plan, similarity
 from painters.results import SCORE_COLUMNS, score_path, scores_frame, write_atomic
@@ -41,6 +43,8 @@ def write_scores(folder, models=("tiny",)):
     for variant in figures.MIDDLE_VARIANTS:
         keys += [p.key for p in plan.plans_for(variant, T, seeds=[0, 1, 2], K=[1, 2, 3])]
     keys += [p.key for p in plan.plans_for("skip_layer", T) + plan.plans_for("switch", T)]
+    keys += [p.key for variant in ("shuffle_all", "prune", "shuffle_prune")
+             for p in plan.plans_for(variant, T, seeds=[0, 1, 2], percents=[25])]
     for model in models:
         for key in keys:
             for benchmark in ("choice", "cloze"):
@@ -180,3 +184,186 @@ def test_similarity_matrix_properties():
     assert torch.allclose(matrix, one_by_one, atol=1e-5)
     frame = similarity.similarity_frame("tiny", matrix)
     assert len(frame) == 16 and math.isclose(frame.filter((pl.col("layer_i") == 2) & (pl.col("layer_j") == 2))["cosine"][0], 1, abs_tol=1e-5)
+
+
+# ---- figures are checked by the table they plot (figures.table; FIGURE.csv beside FIGURE.png)
+
+
+def png_bytes(figure, summary, model="tiny", K=None):
+    import matplotlib.pyplot as plt
+    import io
+
+    fig, plotted = figures.render(figure, summary, model, K=K)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=40)
+    plt.close(fig)
+    return buffer.getvalue(), plotted
+
+
+def test_figs_9_and_11_draw_one_stated_K_whatever_the_row_order(summary):
+    # every K (1, 2, 3) has the same number of scores: the choice must not fall to group order
+    seen = set()
+    for seed in range(4):
+        shuffled = summary.sample(fraction=1.0, shuffle=True, seed=seed)
+        for figure in ("fig09_looped_parallel", "fig11_all_variants"):
+            png, plotted = png_bytes(figure, shuffled)
+            seen.add((figure, png, plotted.write_csv()))
+            assert figures.table_facts(plotted)["K"] == [1]  # the stated rule: most scores, the smallest K on a tie
+    assert len(seen) == 2  # one PNG and one table per figure
+    # the workflow passes its K (the first K of its first looped-parallel sweep): both figures draw it
+    for figure in ("fig09_looped_parallel", "fig11_all_variants"):
+        assert figures.table(figure, summary, "tiny", K=2).filter(pl.col("variant") == "looped_parallel")["K"].unique().to_list() == [2]
+    assert "looped parallel (K=2)" in figures.table("fig11_all_variants", summary, "tiny", K=2)["series"].to_list()
+    legend = [t.get_text() for t in figures.draw("fig11_all_variants", summary, "tiny", K=2).axes[0].get_legend().get_texts()]
+    assert "looped parallel (K=2)" in legend
+    with pytest.raises(ValueError, match="K=5 was asked for.*have K 1, 2, 3"):
+        figures.table("fig09_looped_parallel", summary, "tiny", K=5)
+
+
+@pytest.mark.parametrize("figure", ["fig07_random", "fig11_all_variants", "whole_stack", "fig10_heatmap"])
+def test_the_plotted_table_does_not_depend_on_row_order(summary, figure):
+    # scores with many digits, so that a sum taken in another order would show
+    noise = pl.concat_str("plan", "benchmark", "metric").hash(seed=1) % 100_003 / 100_003
+    noisy = summary.with_columns(pl.col("normalized") + noise / 3)
+    tables = {figures.table(figure, noisy.sample(fraction=1.0, shuffle=True, seed=seed), "tiny").write_csv() for seed in range(8)}
+    assert len(tables) == 1
+
+
+def test_a_mean_over_seeds_does_not_depend_on_row_order():
+    import itertools
+
+    # these three sum to different floats in different orders (group order differs from run to run)
+    values = [0.41791044776119407, 0.3283582089552239, 0.5223880597014925]
+    means = set()
+    for order in itertools.permutations(range(3)):
+        points = pl.DataFrame({"series": ["random"] * 3, "seed": list(order), "y": [values[i] for i in order],
+                               "stderr": [0.01 * (i + 1) for i in order]})
+        means.add(figures._over_seeds(points, ["series"]).select("y", "stderr").row(0))
+    assert len(means) == 1
+
+
+def test_the_fallback_K_is_the_one_with_the_most_scores(summary):
+    # K=3 scored on one more benchmark (as the demo's variants sweep is, against its heatmap sweep)
+    extra = summary.filter((pl.col("variant") == "looped_parallel") & (pl.col("K") == 3) & (pl.col("benchmark") == "cloze"))
+    more = pl.concat([summary, extra.with_columns(pl.lit("cloze2").alias("benchmark"))])
+    assert figures.line_K(more, "tiny") == 3 and figures.line_K(summary, "tiny") == 1
+
+
+def uneven_summary(folder):
+    """Like the demo: looped parallel K=1, 2 on two benchmarks (the heatmap sweep), K=3 and every other
+    variant on three (the variants sweep). Normalized scores: choice a, cloze a/2, pair 1."""
+    chance = {"choice": 0.25, "cloze": 0.0, "pair": 0.5}
+    keys = ["baseline", *[p.key for p in plan.plans_for("looped_parallel", T, K=[1, 2, 3])]]
+    keys += [p.key for v in ("skip", "parallel") for p in plan.plans_for(v, T)]
+    for key in keys:
+        p = plan.parse(key)
+        a = (1 - p.affected(T) / T) * (1 - 0.01 * (p.K or 0))
+        benchmarks = ("choice", "cloze") if p.K in (1, 2) else ("choice", "cloze", "pair")
+        for benchmark in benchmarks:
+            normalized = {"choice": a, "cloze": a / 2, "pair": 1.0}[benchmark] if key != "baseline" else 1.0
+            value = chance[benchmark] + 0.4 * normalized
+            rows = [{**row("tiny", key, benchmark, "acc", value, chance[benchmark]), "stderr": 0.02}]
+            write_atomic(scores_frame(rows), score_path(folder, "tiny", key, benchmark))
+    return aggregate.summarize(aggregate.read_scores(folder / "scores"))
+
+
+def test_every_cell_and_point_is_a_median_over_the_same_benchmarks(tmp_path):
+    summary = uneven_summary(tmp_path)
+    heatmap = figures.table("fig10_heatmap", summary, "tiny")
+    assert set(heatmap["benchmarks"]) == {"choice;cloze"} and figures.table_facts(heatmap)["K"] == [1, 2, 3]
+    for cell in heatmap.iter_rows(named=True):
+        a = (1 - cell["x"] / T) * (1 - 0.01 * cell["K"])
+        assert cell["y"] == pytest.approx((a + a / 2) / 2)  # not the summary's three-benchmark median (a) for K=3
+    k3 = summary.filter((pl.col("plan") == "looped_parallel-N0-K3") & (pl.col("benchmark") == "median"))["normalized"][0]
+    assert k3 == pytest.approx(1 - 0.03 - (T - 1) / T * 0.97)  # the summary's own median spans three benchmarks
+    # Figs 9 and 11 draw K=3 only: there every plan has all three benchmarks
+    for figure in ("fig09_looped_parallel", "fig11_all_variants"):
+        plotted = figures.table(figure, summary, "tiny", K=3)
+        medians = plotted.filter(pl.col("benchmark") == "median")
+        assert set(medians["benchmarks"]) == {"choice;cloze;pair"}
+        assert figures.table_facts(plotted)["benchmarks"] == ["choice", "cloze", "pair"]
+        for point in medians.iter_rows(named=True):
+            a = (1 - point["x"] / T) * (1 - 0.01 * (point["K"] or 0))
+            assert point["y"] == pytest.approx(statistics.median([a, a / 2, 1.0]))
+    # and with K=1 the looped plans lack `pair`, so Fig 11's medians all drop it
+    assert set(figures.table("fig11_all_variants", summary, "tiny", K=1)["benchmarks"]) == {"choice;cloze"}
+
+
+def test_whole_stack_plans_have_a_figure_with_a_band_over_seeds(summary):
+    plotted = figures.table("whole_stack", summary, "tiny")
+    assert set(plotted["series"]) == {"layers in order", "layers shuffled"}
+    points = {(r["series"], r["variant"], r["x"]): r for r in plotted.iter_rows(named=True)}
+    assert set(points) == {("layers in order", "baseline", 0.0), ("layers in order", "prune", 0.25),
+                           ("layers shuffled", "shuffle_all", 0.0), ("layers shuffled", "shuffle_prune", 0.25)}
+    prune = points["layers in order", "prune", 0.25]  # 25 % of 8 layers: 2 dropped
+    assert prune["seeds"] == "0;1;2" and prune["benchmarks"] == "choice;cloze"
+    # fake scores fall 1 % per seed: mean over seeds 0.99, band 0.98 .. 1
+    assert (prune["y_low"], prune["y"], prune["y_high"]) == pytest.approx((0.98, 0.99, 1.0))
+    assert points["layers in order", "baseline", 0.0]["y"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="whole_stack.*shuffle_all, prune or shuffle_prune"):
+        figures.table("whole_stack", summary.filter(~pl.col("variant").is_in(figures.STACK_VARIANTS)), "tiny")
+
+
+def test_ticks_sit_at_the_M_values_present_and_fig2_has_a_plain_legend(summary):
+    ax = figures.draw("fig04_skip", summary, "tiny").axes[0]
+    assert list(ax.get_xticks()) == [1, 3, 5, 7]
+    ax = figures.draw("fig02_skip_switch", summary, "tiny").axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "variant" not in legend and "benchmark" not in legend
+    assert "skip layer (cloze)" in legend and "full model (cloze)" in legend
+    assert list(ax.get_xticks()) == list(range(T))
+
+
+def test_per_benchmark_points_carry_their_stderr_scaled_like_the_value(summary):
+    skip = figures.table("fig04_skip", summary, "tiny")
+    choice = skip.filter(pl.col("benchmark") == "choice")["stderr"].to_list()
+    assert choice == pytest.approx([0.01 / (0.85 - 0.25)] * 4)  # normalized: divided by full model - chance
+    assert skip.filter(pl.col("benchmark") == "median")["stderr"].null_count() == 4
+    random_cloze = figures.table("fig07_random", summary, "tiny").filter(pl.col("benchmark") == "cloze")
+    assert random_cloze["stderr"].to_list() == pytest.approx([math.sqrt(3) * 0.01 / 0.6 / 3] * 4)  # of the seed mean
+    raw = figures.table("fig02_skip_switch", summary, "tiny").filter(pl.col("x").is_not_null())
+    assert raw["stderr"].to_list() == pytest.approx([0.01] * len(raw))  # Fig 2 plots raw scores
+    # drawn: each benchmark line has error bars
+    ax = figures.draw("fig04_skip", summary, "tiny").axes[0]
+    assert sum(1 for c in ax.containers if c.has_yerr) == 2
+
+
+def test_the_cli_writes_the_plotted_table_beside_the_png_and_is_deterministic(summary, tmp_path):
+    from painters import cli
+
+    summary_path = tmp_path / "summary.parquet"
+    summary.write_parquet(summary_path)
+    outputs = []
+    for attempt in range(2):
+        out = tmp_path / str(attempt) / "fig09_looped_parallel.png"
+        assert cli.main(["figures", "--summary", str(summary_path), "--model", "tiny", "--figure", "fig09_looped_parallel",
+                         "--out", str(out), "--dpi", "40", "--k", "3"]) == 0
+        outputs.append([out.with_suffix(ext).read_bytes() for ext in (".png", ".svg", ".csv")])
+    assert outputs[0] == outputs[1]
+    facts = figures.PlottedFacts(out.with_suffix(".csv"))
+    assert (facts.benchmarks, facts.seeds, facts.K) == (["choice", "cloze"], [], [3])
+
+
+@pytest.mark.parametrize("figure", [f for f in figures.FIGURES if f != "fig03_similarity"])
+def test_captions_name_what_the_figure_plotted(summary, tmp_path, figure):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    # Fig 2 scored on one benchmark only (as the demo's per_layer sweep): its caption names that one
+    summary = summary.filter(~(pl.col("variant").is_in(["skip_layer", "switch"]) & (pl.col("benchmark") == "choice")))
+    csv = tmp_path / f"{figure}.csv"
+    aggregate.write_csv_atomic(figures.table(figure, summary, "all" if figure == "skip_fraction" else "tiny", K=3), csv)
+    params = SimpleNamespace(plotted=figures.PlottedFacts(csv), limit=100)
+    snakemake = SimpleNamespace(params=params, wildcards=SimpleNamespace(model="tiny"), config={})
+    caption = Path(__file__).parent.parent / "workflow/report" / f"{figure}.rst"
+    text = Environment(trim_blocks=True, lstrip_blocks=True).from_string(caption.read_text()).render(snakemake=snakemake)
+    if figure == "fig02_skip_switch":
+        assert "benchmarks (those every plotted plan has): cloze;" in text
+    else:
+        assert "each median spans all of them): choice, cloze;" in text
+    if figure in ("fig07_random", "fig11_all_variants", "whole_stack"):
+        assert "seeds: 0, 1, 2;" in text
+    if figure in ("fig09_looped_parallel", "fig11_all_variants"):
+        assert "K plotted: 3;" in text
+    if figure == "fig10_heatmap":
+        assert "K plotted: 1, 2, 3;" in text

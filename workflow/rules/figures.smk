@@ -1,5 +1,23 @@
 # The study's figures, one job per (model, figure). Figures read only the summary
 # table (and the similarity matrix), so re-plotting never touches a score.
+from painters import figures as painters_figures
+
+# Figs 9 and 11 draw looped parallel at one K, the same in both (Fig 10 shows every K).
+LINE_K_FIGURES = ("fig09_looped_parallel", "fig11_all_variants")
+
+
+def line_K(model):
+    """That K: the first K of the first sweep that runs looped parallel on `model` (None if none does)."""
+    for grid in config["sweeps"]:
+        if "looped_parallel" in grid["variants"] and model in grid.get("models", list(config["models"])):
+            return grid.get("K", [3])[0]
+    return None
+
+
+def line_K_arg(wildcards):
+    K = line_K(wildcards.model) if wildcards.figure in LINE_K_FIGURES else None
+    return f"--k {K}" if K is not None else ""
+
 
 # One rule per figure, so that each gets its own caption (a caption path cannot hold a wildcard).
 for figure_name in ALL_FIGURES:
@@ -18,6 +36,8 @@ for figure_name in ALL_FIGURES:
                 labels={"model": "{model}", "figure": "{figure}"},
             ),
             svg=f"{RESULTS}/figures/{{model}}/{{figure}}.svg",
+            # the table the figure plots: tests read it, and the caption's facts come from it
+            table=f"{RESULTS}/figures/{{model}}/{{figure}}.csv",
         log:
             f"{RESULTS}/logs/figures/{{model}}/{{figure}}.log",
         wildcard_constraints:
@@ -25,15 +45,16 @@ for figure_name in ALL_FIGURES:
             model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
         params:
             similarity=lambda w, input: f"--similarity {shlex.quote(input.similarity)}" if "similarity" in input.keys() else "",
+            line_K=line_K_arg,
             # plot-only settings: changing them re-runs the figures and nothing else
             style=shlex.join(f"--{key.replace('_', '-')}={value}" for key, value in config["figures"].items()),
-            # shown in the caption
-            benchmarks=figure_benchmarks,
+            # shown in the caption: the benchmarks, seeds and K the figure plotted, read from its
+            # table when the report is made (an object, so the rerun trigger leaves it out)
+            plotted=lambda w, output: painters_figures.PlottedFacts(output.table),
             limit=config.get("limit"),
-            seeds=sorted({s for grid in config["sweeps"] for s in grid.get("seeds", [])}),
         localrule: True
         conda:
             "../../envs/painters.yaml"
         shell:
             "painters figures --summary {input.summary:q} {params.similarity} --model {wildcards.model:q}"
-            " --figure {wildcards.figure} --out {output.png:q} {params.style} > {log:q} 2>&1"
+            " --figure {wildcards.figure} {params.line_K} --out {output.png:q} {params.style} > {log:q} 2>&1"
