@@ -8,7 +8,6 @@ import polars as pl
 import pytest
 import torch
 from jinja2 import Environment
-
 from painters import aggregate, figures, plan, similarity
 from painters.results import SCORE_COLUMNS, score_path, scores_frame, write_atomic
 
@@ -190,8 +189,9 @@ def test_similarity_matrix_properties():
 
 
 def png_bytes(figure, summary, model="tiny", K=None):
-    import matplotlib.pyplot as plt
     import io
+
+    import matplotlib.pyplot as plt
 
     fig, plotted = figures.render(figure, summary, model, K=K)
     buffer = io.BytesIO()

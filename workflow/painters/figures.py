@@ -392,8 +392,8 @@ def draw_skip_switch(plotted: pl.DataFrame, model: str, figure: str, ax) -> None
 
 
 def draw_heatmap(plotted: pl.DataFrame, model: str, figure: str, ax) -> None:
-    import matplotlib.patches as patches
     import seaborn as sns
+    from matplotlib import patches
 
     grid = plotted.to_pandas().pivot(index="x", columns="K", values="y").sort_index(ascending=False)
     grid.index = [int(m) for m in grid.index]
