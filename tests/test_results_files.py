@@ -31,6 +31,22 @@ def test_written_files_follow_the_umask(tmp_path, umask):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, oct(path.stat().st_mode)
 
 
+def test_figures_follow_the_umask(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from painters.figures import save_atomic
+
+    old = os.umask(0o002)
+    try:
+        paths = save_atomic(plt.figure(), tmp_path / "f.png", dpi=20)
+    finally:
+        os.umask(old)
+    assert [path.stat().st_mode & 0o777 for path in paths] == [0o664, 0o664]
+
+
 def test_a_truncated_score_file_is_named_and_recomputed_by_the_workflow(tmp_path, capsys):
     good, bad = (score_path(tmp_path, "m", key, "choice") for key in ("baseline", "skip-N0"))
     write_atomic(one_row(), good)

@@ -27,10 +27,11 @@ so tests and captions read what was plotted rather than pixels. Rules the table 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import polars as pl
+
+from painters.results import temp_beside
 
 VARIANT_FIGURES = {
     "fig04_skip": "skip",
@@ -472,8 +473,7 @@ def save_atomic(fig, png_path: str | Path, dpi: int = 150) -> tuple[Path, Path]:
     png.parent.mkdir(parents=True, exist_ok=True)
     paths = (png, png.with_suffix(".svg"))
     for path in paths:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        tmp = temp_beside(path)
         try:
             # no date in the SVG, so an unchanged figure gives an unchanged file
             metadata = {"Date": None} if path.suffix == ".svg" else None

@@ -269,10 +269,5 @@ def figure_inputs(wildcards):
     return inputs
 
 
-def figure_benchmarks(wildcards):
-    models = MODELS if wildcards.model == "all" else [wildcards.model]
-    return sorted({job.benchmark for job in JOBS if job.model in models})
-
-
 ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
                "whole_stack"]
