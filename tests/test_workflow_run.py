@@ -96,6 +96,15 @@ def test_adding_a_setting_plans_only_the_new_scores(finished_run, what, update, 
     assert all(rule.startswith("figure_") or rule == "all" for rule in jobs), jobs
 
 
+def test_a_deleted_score_is_made_again_and_the_summary_follows(finished_run, tmp_path):
+    workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
+    deleted = workdir / "results/scores/demo/skip-N0/demo_cloze.parquet"
+    deleted.unlink()
+    result = snakemake(workdir, "-n", "--configfile", str(write_config(workdir, REDUCED, "dry.yaml")))
+    assert planned_scores(result) == {str(deleted.relative_to(workdir))}
+    assert planned_jobs(result)["aggregate"] == 1
+
+
 def test_an_unknown_benchmark_stops_the_run_before_any_evaluation(finished_run, tmp_path):
     workdir = shutil.copytree(finished_run, tmp_path / "run", symlinks=True)
     before = scores(workdir)
