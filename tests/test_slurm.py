@@ -155,7 +155,7 @@ def test_a_cancelled_job_fails_and_a_rerun_completes_it(slurm_run):
         queue = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True).stdout
         running = [line.split()[0] for line in queue.splitlines() if "rule_evaluate_demo" in line]
         if running:
-            time.sleep(2)  # let it get going
+            time.sleep(0.5)  # let it get going (a job here lasts a few seconds: imports, model load)
             cancelled = running[0]
             subprocess.run(["scancel", cancelled], check=True)
         time.sleep(0.5)
