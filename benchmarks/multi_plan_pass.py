@@ -22,8 +22,7 @@ import argparse
 import os
 import time
 from collections import defaultdict
-
-import yaml
+from contextlib import nullcontext
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -45,8 +44,7 @@ def main() -> None:
     parser.add_argument("--bootstrap-iters", type=int, default=1000, help="as the workflow default")
     args = parser.parse_args()
 
-    with open(args.configfile, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+    config = sweep.read_config([args.configfile])
     model_name = sweep.enabled_models(config)[0]
     depth = sweep.model_depth(config, model_name)
     plans_of = defaultdict(set)
@@ -68,7 +66,7 @@ def main() -> None:
         def run_all(shared: bool) -> tuple[float, dict]:
             scores = {}
             started = time.perf_counter()
-            with session.lm.sweep(plan_list if shared else []), requests_built_once(task_dict if shared else {"tasks": {}}):
+            with session.lm.sweep(plan_list if shared else []), requests_built_once(task_dict) if shared else nullcontext():
                 for p in plan_list:
                     session.prepare(task_dict, request)
                     session.lm.plan = p if shared else None

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-import yaml
-
 from painters import plan, sweep, trie
 
 
@@ -21,8 +19,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configfile", default="config/paper.yaml")
     args = parser.parse_args()
-    with open(args.configfile, encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+    config = sweep.read_config([args.configfile])
     models = sweep.enabled_models(config)
     depths = {name: sweep.model_depth(config, name) for name in models}
     plans_of = defaultdict(set)  # (model, benchmark) -> plan keys

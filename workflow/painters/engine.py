@@ -106,6 +106,8 @@ class SweepLM(HFLM):
         self.plan: Plan | None = None  # whose answers lm-eval is given
         self.detected_batch_size: int | None = None  # batch_size auto: what lm-eval detected last
         self._plans: list[Plan] = []
+        self._visits: list[trie.Visit] = []  # the pass's walk, and each plan's steps wrapped by Resume
+        self._steps: list[nn.ModuleList] = []
         self._answers: dict[str, dict[tuple, tuple[float, bool]]] = {}
         self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._probing = False
@@ -115,10 +117,12 @@ class SweepLM(HFLM):
         """Answer requests for all `plans` together inside the block (set `plan` per evaluate())."""
         self._plans = list(plans)
         self._answers = {plan.key: {} for plan in plans}
+        self._visits, self._steps = self._prepare_walk()  # once per pass, not per batch of requests
         try:
             yield
         finally:
             self._plans, self._answers, self._encoded, self.plan = [], {}, {}, None
+            self._visits, self._steps = [], []
             self.store.states.clear()
 
     def _encode_pair(self, context: str, continuation: str):
@@ -154,7 +158,6 @@ class SweepLM(HFLM):
             self.batch_sizes = {}  # as HFLM: detect again for this set of requests
         batch_size = override_bs if auto and override_bs is not None else (0 if auto else self.batch_size)
         batch_fn = self._batch_scheduler if auto and not override_bs else None
-        visits, steps = self._prepare_walk()
         answers: list[list[tuple[float, bool]]] = [[] for _ in self._plans]
         for chunk in collator.get_batched(n=batch_size, batch_fn=batch_fn):
             inputs, input_lengths = self._batch_inputs(chunk)
@@ -166,7 +169,7 @@ class SweepLM(HFLM):
                     req_str=request[0], cxt_toks=request[1], cont_toks=request[2], logits=placeholder)]
                 for request in chunk
             ]
-            for plan_index, logits in self._walk(inputs, visits, steps):
+            for plan_index, logits in self._walk(inputs):
                 log_probs = F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)
                 for row, length, request, continuations in zip(log_probs, input_lengths, chunk, answered):
                     answers[plan_index] += _score(row, length, len(request[2]), continuations)
@@ -192,12 +195,12 @@ class SweepLM(HFLM):
         ]
         return trie.walk(schedules), steps
 
-    def _walk(self, inputs: torch.Tensor, visits, steps) -> Iterator[tuple[int, torch.Tensor]]:
+    def _walk(self, inputs: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """(plan index, logits) for every plan of the pass on one batch, computing each schedule prefix once."""
         try:
-            for visit in visits:
+            for visit in self._visits:
                 self.store.begin(visit.start, visit.keep)
-                with surgery.apply(self.model, self._plans[visit.plan], steps=steps[visit.plan]):
+                with surgery.apply(self.model, self._plans[visit.plan], steps=self._steps[visit.plan]):
                     logits = HFLM._model_call(self, inputs)
                 yield visit.plan, logits
         finally:
@@ -216,7 +219,7 @@ class SweepLM(HFLM):
     def _model_call(self, inps, attn_mask=None, labels=None):
         if self._probing:
             logits = None
-            for _, logits in self._walk(inps, *self._prepare_walk()):
+            for _, logits in self._walk(inps):
                 pass
             return logits
         return super()._model_call(inps, attn_mask=attn_mask, labels=labels)

@@ -24,7 +24,7 @@ import re
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -310,8 +310,6 @@ class Session:
         shared pass (painters.engine); a benchmark with generate_until tasks runs plan by plan
         under surgery.apply.
         """
-        from contextlib import nullcontext
-
         from lm_eval.evaluator import evaluate
 
         from painters import results, surgery
@@ -319,20 +317,20 @@ class Session:
         plans = self.check(request)
         written = []
         for benchmark in request.benchmarks:
-            todo = []
+            todo = {}  # plan -> its score file
             for plan in plans:
                 final = results.score_path(request.out, request.name, plan.key, benchmark)
                 if final.exists() and not request.overwrite:
                     self.log(f"kept {final} (exists; --overwrite recomputes it)")
                 else:
-                    todo.append(plan)
+                    todo[plan] = final
             if not todo:
                 continue
             benchmark_started = time.perf_counter()
             task_dict = self.task(benchmark)
             shared = not any(is_generative(task) for task in task_dict["tasks"].values())
-            with self.lm.sweep(todo if shared else []), requests_built_once(task_dict if shared else {"tasks": {}}):
-                for plan in todo:
+            with self.lm.sweep(list(todo) if shared else []), requests_built_once(task_dict) if shared else nullcontext():
+                for plan, final in todo.items():
                     self.prepare(task_dict, request)
                     started = time.perf_counter()
                     self.lm.plan = plan if shared else None
@@ -346,7 +344,6 @@ class Session:
                             verbosity="WARNING",
                         )
                     seconds = time.perf_counter() - started
-                    final = results.score_path(request.out, request.name, plan.key, benchmark)
                     rows = self.rows(output, task_dict, request, plan, benchmark, seconds)
                     results.write_atomic(results.scores_frame(rows), final)
                     written.append(final)

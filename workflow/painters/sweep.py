@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from painters import plan as plans_module
+from painters import trie
 
 # grid keys that are lists of integers (or "all" where noted)
 _INT_LIST_KEYS = ("N", "M", "seeds", "K", "layers", "percents")
@@ -217,24 +218,24 @@ def batch_jobs(
         if budget <= 0:
             raise ValueError(f"passes_per_job {budget} for model {model} must be > 0")
         schedules = {key: plans_module.parse(key).schedule(T) for key in keys}
+
+        def new_prefixes(schedule, seen):
+            # the prefixes a batch must compute to add `schedule` (all of them without a shared pass)
+            prefixes = [schedule[: d + 1] for d in range(len(schedule))]
+            return prefixes if benchmark in plan_by_plan else [p for p in prefixes if p not in seen]
+
         current: list[str] = []
-        prefixes: set = set()
+        seen: set = set()
         cost = 0
         for key in sorted(schedules, key=lambda k: (schedules[k], k)):
-            schedule = schedules[key]
-            steps = range(len(schedule))
-            new = [schedule[: d + 1] for d in steps] if benchmark in plan_by_plan else [
-                schedule[: d + 1] for d in steps if schedule[: d + 1] not in prefixes
-            ]
-            added = sum(len(prefix[-1]) for prefix in new)
-            if current and (cost + added) / T > budget:
+            new = new_prefixes(schedules[key], seen)
+            if current and (cost + trie.prefix_calls(new)) / T > budget:
                 batches.append(Batch(model, benchmark, tuple(current)))
-                current, prefixes, cost = [], set(), 0
-                new = [schedule[: d + 1] for d in steps]
-                added = sum(len(prefix[-1]) for prefix in new)
+                current, seen, cost = [], set(), 0
+                new = new_prefixes(schedules[key], seen)
             current.append(key)
-            prefixes.update(new)
-            cost += added
+            seen.update(new)
+            cost += trie.prefix_calls(new)
         batches.append(Batch(model, benchmark, tuple(current)))
     return batches
 
@@ -258,11 +259,13 @@ def merge(base: dict, update: Mapping) -> dict:
     return merged
 
 
-def run_command(args) -> int:
+def read_config(paths) -> dict:
+    """Config files merged in order, as Snakemake merges several --configfile, with `{results}`
+    expanded (with_results_paths); a missing file or a YAML error names the file (and line)."""
     import yaml
 
     config: dict = {}
-    for path in args.configfile:
+    for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--configfile {path}: no such file")
         try:
@@ -272,7 +275,11 @@ def run_command(args) -> int:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ValueError(f"--configfile {path}: not valid YAML{where} ({getattr(error, 'problem', None) or error})") from None
         config = merge(config, loaded or {})
-    with_results_paths(config)
+    return with_results_paths(config)
+
+
+def run_command(args) -> int:
+    config = read_config(args.configfile)
     depths = {name: model_depth(config, name) for name in enabled_models(config)}
     jobs = expand_jobs(config, depths)
     print(summarize(jobs))

@@ -25,7 +25,11 @@ def layer_calls(schedules: Iterable[Schedule]) -> int:
 
 def distinct_layer_calls(schedules: Iterable[Schedule]) -> int:
     """Layer calls per token when each distinct schedule prefix runs once (weighted by its last step)."""
-    prefixes = {schedule[: depth + 1] for schedule in schedules for depth in range(len(schedule))}
+    return prefix_calls({schedule[: depth + 1] for schedule in schedules for depth in range(len(schedule))})
+
+
+def prefix_calls(prefixes: Iterable[Schedule]) -> int:
+    """Layer calls per token to compute each of `prefixes` from the one a step shorter: its last step's layers."""
     return sum(len(prefix[-1]) for prefix in prefixes)
 
 

@@ -86,19 +86,18 @@ def wanted_settings(model):
 # stand for the config, judged from the settings each file records (a limit, dtype,
 # bootstrap or generation length changed; a few-shot score made with another few-shot seed
 # or before the sampler was seeded). Each stale score gets a rerun note
-# (RESULTS/reruns/MODEL/PLAN/BENCHMARK.why, saying why) as an input of its job, so that job
+# (RESULTS/reruns/MODEL/PLAN/BENCHMARK.SCORED.why, saying why) as an input of its job, so that job
 # runs although its outputs exist; Snakemake deletes a job's existing outputs first.
 STALE_SCORES = {}
 for model_name in MODELS:
-    STALE_SCORES.update(results.stale_scores([score_file(j.model, j.plan, j.benchmark) for j in JOBS if j.model == model_name],
+    STALE_SCORES.update(results.stale_scores([f for j, f in zip(JOBS, SCORE_FILES) if j.model == model_name],
                                              wanted_settings(model_name)))
 if STALE_SCORES and workflow.is_main_process:
     logger.warning(
         f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
         + "; ".join(f"{count} x {reason}" for reason, count in Counter(r for r, _ in STALE_SCORES.values()).most_common())
     )
-PENDING = [j for j in JOBS if score_file(j.model, j.plan, j.benchmark) in STALE_SCORES
-           or not os.path.exists(score_file(j.model, j.plan, j.benchmark))]
+PENDING = [j for j, f in zip(JOBS, SCORE_FILES) if f in STALE_SCORES or not os.path.exists(f)]
 # Pending scores grouped into evaluation jobs: one model and benchmark each, neighbouring
 # plans in the trie walk, sized by layer work (sweep.batch_jobs; README "Job granularity").
 GENERATIVE = {b for b in config["benchmarks"] if benchmarks.generates_text(b, config["include_paths"])}
