@@ -160,10 +160,24 @@ def test_nested_apply_is_refused():
                 pass
 
 
-def test_unsupported_architecture_names_class_and_supported():
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4)
+def test_gpt2_stack_is_found_under_its_own_name():
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    assert layer_list(model) is model.transformer.h
+    ids = token_ids()
+    untouched = logits_of(model, input_ids=ids)
+    layers = model.transformer.h
+    with apply(model, parse("reverse-N0")):
+        assert [getattr(call, "wrapped", call) for call in layer_list(model)] == [layers[0], layers[3], layers[2], layers[1]]
+        assert not torch.allclose(untouched, logits_of(model, input_ids=ids))
+    assert torch.equal(untouched, logits_of(model, input_ids=ids))
+
+
+def test_model_without_a_stack_of_its_declared_depth_is_refused_with_reason():
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4)
     model = transformers.GPT2LMHeadModel(config)
-    with pytest.raises(ValueError, match=r"unsupported architecture GPT2LMHeadModel.*LlamaModel, MistralModel"):
+    model.config.n_layer = 5  # a config that disagrees with the layers loaded
+    with pytest.raises(ValueError, match=r"GPT2LMHeadModel: no nn.ModuleList of the 5 layers its config declares"):
         with apply(model, parse("baseline")):
             pass
 

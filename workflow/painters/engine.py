@@ -56,23 +56,21 @@ def _tensor_of(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-class Resume(nn.Module):
-    """Step `depth` of a plan: skipped (giving the stored state) inside the prefix that the
-    visit shares with earlier ones, computed after it, and stored where a later visit starts."""
+class Resume(surgery.LayerView):
+    """One call of step `depth` of a plan: skipped (giving the stored state) inside the prefix
+    that the visit shares with earlier ones, computed after it; the step's last call stores
+    the state where a later visit starts."""
 
-    def __init__(self, step: nn.Module, depth: int, store: PrefixStore):
+    def __init__(self, call: nn.Module, depth: int, ends_step: bool, store: PrefixStore):
         super().__init__()
-        self.step, self.depth, self.store = step, depth, store
-        for name in ("attention_type",):  # read off the layers by some decoders (see surgery.Step)
-            if hasattr(step, name):
-                setattr(self, name, getattr(step, name))
+        self.wrapped, self.depth, self.ends_step, self.store = call, depth, ends_step, store
 
     def forward(self, hidden_states, *args, **kwargs):
         store = self.store
         if self.depth < store.start:
             return store.states[store.start]
-        output = self.step(hidden_states, *args, **kwargs)
-        if self.depth + 1 in store.keep:
+        output = self.wrapped(hidden_states, *args, **kwargs)
+        if self.ends_step and self.depth + 1 in store.keep:
             store.put(self.depth + 1, output)
         return output
 
@@ -189,10 +187,7 @@ class SweepLM(HFLM):
         """The pass's visit order, and each plan's steps wrapped to resume from the stored states."""
         layers = surgery.layer_list(self.model)
         schedules = [plan.schedule(len(layers)) for plan in self._plans]
-        steps = [
-            nn.ModuleList(Resume(step, depth, self.store) for depth, step in enumerate(surgery.build_steps(layers, schedule)))
-            for schedule in schedules
-        ]
+        steps = [_resumable(surgery.build_steps(layers, schedule), schedule, self.store) for schedule in schedules]
         return trie.walk(schedules), steps
 
     def _walk(self, inputs: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
@@ -223,6 +218,12 @@ class SweepLM(HFLM):
                 pass
             return logits
         return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+
+def _resumable(calls: nn.ModuleList, schedule, store: PrefixStore) -> nn.ModuleList:
+    """Each of a plan's calls wrapped by Resume, knowing its step and whether it ends the step."""
+    depths, ends = surgery.call_steps(schedule), surgery.ends_of_steps(schedule)
+    return nn.ModuleList(Resume(call, depth, end, store) for call, depth, end in zip(calls, depths, ends))
 
 
 def _score(log_probs: torch.Tensor, input_length: int, continuation_length: int, continuations) -> list[tuple[float, bool]]:

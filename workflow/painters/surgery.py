@@ -1,23 +1,30 @@
 """Model surgery: run a loaded Hugging Face model on a plan's schedule.
 
-`apply(model, plan)` swaps the model's layer list for a list of *steps*, one per
-schedule step. A step holds references to the original layer modules (no weight
-is copied) and runs them; a step of several layers runs each on the same input
-and averages their outputs (HF layers return h + f_i(h), so the mean is
-h + mean_i f_i(h)). On exit the original list, config and layer indices are put
-back, so the model is exactly as before.
+`find_stack` finds the model's layer stack (the `nn.ModuleList` of its repeated blocks,
+wherever the family keeps it: `layers`, `h`, `encoder.layer`, ...). `apply(model, plan)`
+swaps that list for one entry per executed layer call, in schedule order. An entry is the
+original layer module (no weight is copied), wrapped (`Call`) where the call needs it; the
+calls of a parallel step each run on the step's input and the last returns their mean.
+On exit the original list, config and layer indices are put back, so the model is exactly
+as before.
 
-KV cache: decoder attention addresses the cache by `layer_idx`, so a layer run
-twice would overwrite its own cache entry and silently give wrong logits. Every
-executed layer call therefore gets its own cache slot: before each call the
-step sets the layer's `layer_idx` to that call's slot, and the config's
-`num_hidden_layers` is raised to the number of slots so the cache makes room.
+Why one entry per call: the model then treats the schedule as a stack of that depth.
+- KV cache: attention addresses the cache by `layer_idx`, so a layer run twice would
+  overwrite its own cache entry and silently give wrong logits. Each call sets its layer's
+  `layer_idx` to its own position, and the config's `num_hidden_layers` is the number of
+  calls, so the cache makes a slot for each.
+- Mixed stacks (Gemma 2/3, GPT-OSS, Cohere 2: sliding-window and full attention): the
+  decoder picks a layer's mask and rotary embedding, and the cache the slot's type, from
+  `config.layer_types[position]` or the layer's own `attention_type`. Per-layer config lists
+  are rebuilt to follow the calls, and a wrapper reads as its layer, so each call keeps its
+  own layer's attention type, mask, rotary embedding and cache slot type.
 
 No Snakemake and no I/O here: plain Python, tested directly.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,48 +34,82 @@ from torch import nn
 
 from painters.plan import Plan
 
-# Base model class name -> (path from the base model to the module holding the layer list, attribute name)
-LAYER_STACKS = {
-    "LlamaModel": ("", "layers"),
-    "MistralModel": ("", "layers"),
-    "Qwen2Model": ("", "layers"),
-    "GPTNeoXModel": ("", "layers"),
-    "BertModel": ("encoder", "layer"),
-}
-SUPPORTED = ", ".join(LAYER_STACKS)
-
 _APPLIED_FLAG = "_painters_plan"
+_STACK_KEY = "_painters_stack"
 
 
 def _base_model(model: nn.Module) -> nn.Module:
     return getattr(model, "base_model", model)
 
 
-def _stack_owner(model: nn.Module) -> tuple[nn.Module, str]:
-    """The module that holds the layer list, and the list's attribute name."""
+def _config_depth(model: nn.Module) -> int | None:
+    """The layer count the model's (text) config declares, if it declares one."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    depth = getattr(text_config, "num_hidden_layers", None)
+    return depth if isinstance(depth, int) else None
+
+
+def _parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def find_stack(model: nn.Module) -> tuple[nn.Module, str, str]:
+    """The module holding the model's layer stack, the list's attribute name, and its qualified name.
+
+    The stack is found, not listed per family: the `nn.ModuleList` under the base model whose
+    length is the depth the (text) config declares; where several have that length (a vision
+    tower, per-layer norms), the one holding the most parameters: the blocks.
+    """
     base = _base_model(model)
-    name = type(base).__name__
-    if name not in LAYER_STACKS:
-        raise ValueError(
-            f"unsupported architecture {type(model).__name__} (base model {name}); "
-            f"supported base models: {SUPPORTED}"
-        )
-    path, attr = LAYER_STACKS[name]
-    owner = base.get_submodule(path) if path else base
+    depth = _config_depth(model)
+    candidates = [
+        (name, module) for name, module in base.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and (depth is None or len(module) == depth)
+    ]
+    if not candidates:
+        declared = f"the {depth} layers its config declares" if depth is not None else "its layers"
+        raise ValueError(f"{type(model).__name__}: no nn.ModuleList of {declared} found, so there is no layer stack to reorder")
+    name, stack = max(candidates, key=lambda item: (_parameter_count(item[1]), -item[0].count(".")))
+    owner_name, _, attr = name.rpartition(".")
+    owner = base.get_submodule(owner_name) if owner_name else base
+    base_prefix = next((n for n, m in model.named_modules() if m is base), "")
+    qualified = f"{base_prefix}.{name}" if base_prefix else name
+    return owner, attr, qualified
+
+
+def _stack_owner(model: nn.Module) -> tuple[nn.Module, str]:
+    # while a plan is applied the list in place is the plan's calls: use the stack found before
+    applied = model.__dict__.get(_STACK_KEY)
+    if applied is not None:
+        return applied
+    owner, attr, _ = find_stack(model)
     return owner, attr
 
 
+def refusal(model: nn.Module) -> str | None:
+    """Why surgery cannot run this model (one line), or None if it can."""
+    try:
+        find_stack(model)
+    except ValueError as error:
+        return str(error)
+    for config in _stack_configs(model):
+        if getattr(config, "is_heterogeneous", False):
+            return f"{type(model).__name__} has a heterogeneous per-layer config, which surgery does not rebuild"
+    return None
+
+
 def check_supported(model: nn.Module) -> None:
-    """Raise ValueError naming the model's class and the supported ones if surgery cannot handle it."""
-    owner, attr = _stack_owner(model)
-    if getattr(_base_model(model).config, "is_heterogeneous", False):
-        raise ValueError(f"{type(model).__name__} has a heterogeneous per-layer config, which surgery does not support")
-    if not isinstance(getattr(owner, attr), nn.ModuleList):
-        raise ValueError(f"{type(model).__name__}: expected an nn.ModuleList at .{attr}")
+    """Raise ValueError saying why in one line if surgery cannot handle `model`."""
+    reason = refusal(model)
+    if reason is not None:
+        raise ValueError(reason)
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:
-    """The layer list the model runs now: its own layers, or the Steps while a plan is applied."""
+    """The layer list the model runs now: its own layers, or the plan's calls while a plan is applied."""
     owner, attr = _stack_owner(model)
     return getattr(owner, attr)
 
@@ -78,6 +119,36 @@ def num_layers(model: nn.Module) -> int:
     if getattr(model, _APPLIED_FLAG, None) is not None:
         raise RuntimeError("num_layers() is the depth as loaded: call it outside apply()")
     return len(layer_list(model))
+
+
+def _stack_configs(model: nn.Module) -> list:
+    """The configs that describe the stack's layers: the stack owner's and the model's text config
+    (one object in most models; composite models may hold copies). Decoders loop over
+    `layers[: num_hidden_layers]` and caches size themselves from these."""
+    owner, _ = _stack_owner(model)
+    found = []
+    for module in (owner, _base_model(model), model):
+        config = getattr(module, "config", None)
+        if config is None:
+            continue
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        if not any(config is seen for seen in found):
+            found.append(config)
+    return found
+
+
+def per_layer_fields(config, depth: int) -> dict[str, list]:
+    """The config's per-layer settings: list attributes with one entry per layer (`layer_types`,
+    `no_rope_layers`, ...). The decoder reads some of them by loop position, so they follow the
+    schedule while a plan is applied."""
+    fields = {}
+    for name, value in vars(config).items():
+        if isinstance(value, (list, tuple)) and len(value) == depth and name not in _NOT_PER_LAYER:
+            fields[name] = list(value)
+    return fields
+
+
+_NOT_PER_LAYER = {"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids"}
 
 
 def _device_of(module: nn.Module, first_parameter: torch.Tensor | None) -> torch.device | None:
@@ -91,74 +162,124 @@ def _device_of(module: nn.Module, first_parameter: torch.Tensor | None) -> torch
 
 
 def _cache_index_holders(layer: nn.Module) -> list[nn.Module]:
-    """The submodules of `layer` (attention blocks) that address the KV cache by `layer_idx`."""
+    """The submodules of `layer` (attention blocks, the layer itself) that address the cache by `layer_idx`."""
     return [m for m in layer.modules() if isinstance(getattr(m, "layer_idx", None), int)]
 
 
-class Step(nn.Module):
-    """One schedule step: run one layer, or several on the same input and average them.
+def _output_state(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
 
-    `slots[i]` is the KV-cache slot of the i-th layer's call in this step.
+
+def _with_state(output, state: torch.Tensor):
+    return (state, *output[1:]) if isinstance(output, tuple) else state
+
+
+class LayerView(nn.Module):
+    """A wrapper that reads as the layer it wraps: attributes it lacks come from `self.wrapped`.
+
+    Decoders read per-layer attributes off what they loop over (`attention_type`, `is_sliding`, ...).
     """
 
-    def __init__(self, step_layers: list[nn.Module], slots: list[int]):
-        super().__init__()
-        self.step_layers = nn.ModuleList(step_layers)
-        self.slots = slots
-        # found once here, not on every call: walking a layer's modules costs more than a tiny layer
-        self._cache_holders = [_cache_index_holders(layer) for layer in step_layers]
-        self._first_parameters = [next(layer.parameters(), None) for layer in step_layers]
-        # some decoders read per-layer attributes off the layer they loop over
-        for name in ("attention_type",):
-            if hasattr(step_layers[0], name):
-                setattr(self, name, getattr(step_layers[0], name))
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "wrapped":
+                raise
+            return getattr(self.wrapped, name)
 
-    def _call(self, i: int, hidden_states: torch.Tensor, args, kwargs):
-        layer = self.step_layers[i]
-        for holder in self._cache_holders[i]:
-            holder.layer_idx = self.slots[i]
-        device = _device_of(layer, self._first_parameters[i])
-        if device is not None and hidden_states.device != device:
-            hidden_states = hidden_states.to(device)
-        return layer(hidden_states, *args, **kwargs)
+
+class ParallelGroup:
+    """The calls of one parallel step: each adds its layer's output; the last returns their mean.
+
+    Plain object (not a module): the step's calls share it.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.states: list[torch.Tensor] = []
+
+    def add(self, position: int, state: torch.Tensor) -> torch.Tensor | None:
+        if position == 0:  # a forward that failed half-way must not leave its outputs in the next
+            self.states = []
+        self.states.append(state)
+        if len(self.states) < self.size:
+            return None
+        device = self.states[0].device
+        mean = torch.stack([s.to(device) for s in self.states]).mean(dim=0)
+        self.states = []
+        return mean
+
+
+class Call(LayerView):
+    """One executed layer call at its own position of the stack, so at its own cache slot.
+
+    A call of a parallel step runs its layer on the step's input and hands that input on
+    unchanged to the step's next call; the step's last call returns the mean of their outputs
+    (HF layers return h + f_i(h), so the mean is h + mean_i f_i(h)). Giving every call its own
+    position lets the decoder hand each its own layer's attention mask and rotary embedding
+    (mixed sliding/full stacks), and each a cache slot of its own layer's type.
+    """
+
+    def __init__(self, layer: nn.Module, slot: int, group: ParallelGroup | None = None, position: int = 0):
+        super().__init__()
+        self.wrapped = layer
+        self.slot = slot
+        self.group, self.position = group, position  # position: which call of its parallel step
+        # found once here, not on every call: walking a layer's modules costs more than a tiny layer
+        self._cache_holders = _cache_index_holders(layer)
+        self._first_parameter = next(layer.parameters(), None)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        if len(self.step_layers) == 1:
-            return self._call(0, hidden_states, args, kwargs)
-        outputs = [self._call(i, hidden_states, args, kwargs) for i in range(len(self.step_layers))]
-        first = outputs[0]
-        states = [out[0] if isinstance(out, tuple) else out for out in outputs]
-        device = states[0].device
-        mean = torch.stack([s.to(device) for s in states]).mean(dim=0)
-        return (mean, *first[1:]) if isinstance(first, tuple) else mean
+        for holder in self._cache_holders:
+            holder.layer_idx = self.slot
+        device = _device_of(self.wrapped, self._first_parameter)
+        step_input = hidden_states
+        if device is not None and hidden_states.device != device:
+            hidden_states = hidden_states.to(device)
+        output = self.wrapped(hidden_states, *args, **kwargs)
+        if self.group is None:
+            return output
+        mean = self.group.add(self.position, _output_state(output))
+        return _with_state(output, step_input if mean is None else mean)
+
+
+def call_steps(schedule) -> list[int]:
+    """For each executed call of `schedule`, in order, the index of the step it belongs to."""
+    return [depth for depth, step in enumerate(schedule) for _ in step]
+
+
+def ends_of_steps(schedule) -> list[bool]:
+    """For each executed call of `schedule`, whether it is the last call of its step."""
+    depths = call_steps(schedule)
+    return [i + 1 == len(depths) or depths[i + 1] != depth for i, depth in enumerate(depths)]
 
 
 def build_steps(original_layers: nn.ModuleList, schedule) -> nn.ModuleList:
-    """A ModuleList of Steps for `schedule`, numbering cache slots in execution order.
+    """The stack for `schedule`: one entry per executed layer call, its position its cache slot.
 
-    A layer that runs once in the schedule, alone, at its own index as cache slot is placed
-    as it is: it needs no wrapper (so the baseline and the first N layers of every plan cost
-    nothing extra). A layer that runs twice is always wrapped: each call sets its slot.
+    A layer that runs once in the schedule, alone, at its own index is placed as it is: it
+    needs no wrapper (so the baseline and the first N layers of every plan cost nothing extra).
     """
     uses = Counter(i for step in schedule for i in step)
-    steps, next_slot = [], 0
+    calls = []
     for step in schedule:
-        slots = list(range(next_slot, next_slot + len(step)))
-        next_slot += len(step)
-        layer = original_layers[step[0]]
-        at_own_slot = all(h.layer_idx == slots[0] for h in _cache_index_holders(layer))
-        if len(step) == 1 and uses[step[0]] == 1 and step[0] == slots[0] and at_own_slot:
-            steps.append(layer)
-        else:
-            steps.append(Step([original_layers[i] for i in step], slots))
-    return nn.ModuleList(steps)
+        group = ParallelGroup(len(step)) if len(step) > 1 else None
+        for position, index in enumerate(step):
+            layer, slot = original_layers[index], len(calls)
+            at_own_slot = all(h.layer_idx == slot for h in _cache_index_holders(layer))
+            if group is None and uses[index] == 1 and index == slot and at_own_slot:
+                calls.append(layer)
+            else:
+                calls.append(Call(layer, slot, group, position))
+    return nn.ModuleList(calls)
 
 
 @contextmanager
 def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> Iterator[nn.Module]:
     """Run `model` on `plan`'s schedule inside the `with` block; restore it exactly afterwards.
 
-    `steps`: the plan's steps built beforehand (`build_steps`, possibly wrapped), for a
+    `steps`: the plan's stack built beforehand (`build_steps`, possibly wrapped), for a
     caller that applies the same plan many times (painters.engine).
     """
     check_supported(model)
@@ -166,40 +287,38 @@ def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> I
         raise RuntimeError(f"a plan ({getattr(model, _APPLIED_FLAG)}) is already applied to this model")
     owner, attr = _stack_owner(model)
     original_layers = getattr(owner, attr)
-    schedule = plan.schedule(len(original_layers))
-    config = _base_model(model).config
-    num_slots = sum(len(step) for step in schedule)
-
-    saved_indices = [(m, m.layer_idx) for layer in original_layers for m in _cache_index_holders(layer)]
-    saved_num_layers = config.num_hidden_layers
-    saved_layer_types = getattr(config, "layer_types", None)
-    if saved_layer_types is not None and len(set(saved_layer_types)) > 1 and plan.variant != "baseline":
-        # a step index would select the wrong attention mask for mixed sliding/full stacks
-        raise ValueError(
-            f"{type(model).__name__} mixes attention types {sorted(set(saved_layer_types))}; "
-            "surgery supports only models whose layers share one attention type"
-        )
+    depth = len(original_layers)
+    schedule = plan.schedule(depth)
+    executed = [index for step in schedule for index in step]
 
     if steps is None:
         steps = build_steps(original_layers, schedule)
-    elif len(steps) != len(schedule):
-        raise ValueError(f"{len(steps)} prebuilt steps for plan {plan.key}, whose schedule has {len(schedule)}")
+    elif len(steps) != len(executed):
+        raise ValueError(f"{len(steps)} prebuilt calls for plan {plan.key}, whose schedule makes {len(executed)}")
+    configs = _stack_configs(model)
+    saved_indices = [(m, m.layer_idx) for layer in original_layers for m in _cache_index_holders(layer)]
+    saved_configs = [(config, config.num_hidden_layers, per_layer_fields(config, depth)) for config in configs]
     try:
         setattr(owner, attr, steps)
-        # the decoder loops over layers[: num_hidden_layers] and the cache sizes itself from it
-        config.num_hidden_layers = max(num_slots, len(steps))
-        if saved_layer_types is not None:
-            config.layer_types = [saved_layer_types[0]] * config.num_hidden_layers
+        for config, _, fields in saved_configs:
+            # the decoder loops over layers[: num_hidden_layers], sizes its cache from it and
+            # picks each call's mask (and rotary) by the per-layer fields at the call's position
+            config.num_hidden_layers = len(executed)
+            for name, values in fields.items():
+                setattr(config, name, [values[index] for index in executed])
         setattr(model, _APPLIED_FLAG, plan.key)
+        model.__dict__[_STACK_KEY] = (owner, attr)
         yield model
     finally:
         setattr(owner, attr, original_layers)
-        config.num_hidden_layers = saved_num_layers
-        if saved_layer_types is not None:
-            config.layer_types = saved_layer_types
+        for config, num_hidden_layers, fields in saved_configs:
+            config.num_hidden_layers = num_hidden_layers
+            for name, values in fields.items():
+                setattr(config, name, values)
         for module, index in saved_indices:
             module.layer_idx = index
         model.__dict__.pop(_APPLIED_FLAG, None)
+        model.__dict__.pop(_STACK_KEY, None)
 
 
 @torch.no_grad()
@@ -213,19 +332,20 @@ def hidden_states(model: nn.Module, plan: Plan, **inputs) -> list[torch.Tensor]:
         states.append(hidden.detach())
 
     def record_output(module, args, output):
-        states.append((output[0] if isinstance(output, tuple) else output).detach())
+        states.append(_output_state(output).detach())
 
+    last_calls = [i for i, ends in enumerate(ends_of_steps(plan.schedule(num_layers(model)))) if ends]
     with apply(model, plan):
-        steps = layer_list(model)
-        handles = [steps[0].register_forward_pre_hook(record_input, with_kwargs=True)]
-        handles += [step.register_forward_hook(record_output) for step in steps]
+        calls = layer_list(model)
+        handles = [calls[0].register_forward_pre_hook(record_input, with_kwargs=True)]
+        handles += [calls[i].register_forward_hook(record_output) for i in last_calls]
         try:
-            model(**inputs, use_cache=False) if _is_decoder(model) else model(**inputs)
+            model(**inputs, use_cache=False) if _takes_use_cache(model) else model(**inputs)
         finally:
             for handle in handles:
                 handle.remove()
     return states
 
 
-def _is_decoder(model: nn.Module) -> bool:
-    return type(_base_model(model)).__name__ != "BertModel"
+def _takes_use_cache(model: nn.Module) -> bool:
+    return "use_cache" in inspect.signature(model.forward).parameters
