@@ -79,6 +79,22 @@ def test_num_layers_from_config_json_without_loading_weights(tmp_path):
         read_num_layers("m", {"path": "org/not-cached"})
 
 
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neo", "distilbert", "bloom", "falcon", "opt", "gptj", "gemma3", "vit"])
+def test_num_layers_of_every_family_from_its_saved_config(tmp_path, family):
+    # each family spells its layer count its own way (n_layer, num_layers, n_layers, text_config...)
+    import transformers
+
+    special = {
+        "gpt_neo": dict(num_layers=5, attention_types=[[["global", "local"], 2], [["global"], 1]]),
+        # a vision tower of another depth must not be read
+        "gemma3": dict(text_config={"num_hidden_layers": 5}, vision_config={"num_hidden_layers": 3}),
+    }
+    config = transformers.AutoConfig.for_model(family, **special.get(family, {}))
+    config.get_text_config().num_hidden_layers = 5
+    config.save_pretrained(tmp_path)
+    assert read_num_layers("m", {"path": str(tmp_path)}) == 5
+
+
 def batch_cost(batch, T, plan_by_plan=False):
     from painters import plan, trie
 

@@ -62,12 +62,28 @@ def read_num_layers(model_name: str, model: Mapping) -> int:
                 f"download the model first or set models.{model_name}.num_layers"
             )
         config_file = Path(cached)
-    config = json.loads(config_file.read_text())
-    config = config.get("text_config", config)
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(config.get(key), int):
-            return config[key]
-    raise ValueError(f"models.{model_name}: {config_file} has no num_hidden_layers; set models.{model_name}.num_layers")
+    depth = depth_of_config(json.loads(config_file.read_text()))
+    if depth is None:
+        raise ValueError(f"models.{model_name}: {config_file} has no layer count; set models.{model_name}.num_layers")
+    return depth
+
+
+def depth_of_config(config: Mapping) -> int | None:
+    """The layer count a model's config.json declares, read the way transformers reads it: through
+    the family's config class (its own key names, the text config of a multimodal model).
+    Families transformers does not know (remote code) fall back to the common key names."""
+    from transformers import CONFIG_MAPPING
+
+    if config.get("model_type") in CONFIG_MAPPING:
+        family_config = CONFIG_MAPPING[config["model_type"]].from_dict(dict(config))
+        depth = getattr(family_config.get_text_config(), "num_hidden_layers", None)
+        if isinstance(depth, int):
+            return depth
+    text_config = config.get("text_config") or config
+    for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        if isinstance(text_config.get(key), int):
+            return text_config[key]
+    return None
 
 
 def schema_problem(config: Mapping, schema: Mapping) -> str | None:
