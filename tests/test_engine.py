@@ -33,11 +33,13 @@ PLAN_KEYS = [
 DEPTH = 8
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt_neox"])
+# gemma2: sliding/full attention alternating (a mask and cache slot type per call); gpt2: stack `transformer.h`
+@pytest.fixture(scope="module", params=["llama", "gpt_neox", "gemma2", "gpt2"])
 def lm(request, world):
     _, model_dir, _ = world
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     model = tiny_model(request.param, vocab_size=len(tokenizer), seed=3, layers=DEPTH).eval()
+    assert surgery.num_layers(model) == DEPTH
     return SweepLM(pretrained=model, tokenizer=tokenizer, batch_size=5)
 
 
@@ -180,6 +182,36 @@ def test_a_pass_through_session_run_equals_simple_evaluate_per_plan(session, tmp
                 if "," in metric_key and "_stderr," not in metric_key:
                     metric, filter_name = metric_key.split(",", 1)
                     assert got[(metric, filter_name)] == pytest.approx(value, abs=1e-6), (key, metric)
+
+
+def test_painters_evaluate_runs_other_families_as_lm_eval_does_plan_by_plan(world, tmp_path):
+    """A saved Gemma 2 (mixed sliding/full attention) through Session.run: each plan's metrics
+    equal simple_evaluate on the model under that plan."""
+    import polars as pl
+
+    from conftest import spec_of
+    from painters.evaluate import Session
+    from painters.results import score_path
+    from painters.tiny import save_tiny_causal_lm
+
+    model_dir = save_tiny_causal_lm(tmp_path / "gemma2", arch="gemma2", seed=1, layers=6)
+    spec = dataclasses.replace(spec_of(world), model=str(model_dir))
+    session = Session(spec, log=lambda _: None)
+    assert type(session.model).__name__ == "Gemma2ForCausalLM" and session.num_layers == 6
+    keys = ["baseline", "reverse-N0", "looped_parallel-N0-K2"]
+    session.run(Request("gemma", tuple(keys), ("arc_easy",), str(tmp_path / "results"), limit=6))
+    for key in keys:
+        frame = pl.read_parquet(score_path(tmp_path / "results", "gemma", key, "arc_easy"))
+        got = {(r["metric"], r["filter"]): r["value"] for r in frame.iter_rows(named=True)}
+        with surgery.apply(session.model, plans.parse(key)):
+            reference = simple_evaluate(
+                model=HFLM(pretrained=session.model, tokenizer=session.tokenizer, batch_size=spec.batch_size),
+                tasks=["arc_easy"], limit=6, task_manager=session.task_manager, bootstrap_iters=0, verbosity="WARNING",
+            )
+        for metric_key, value in reference["results"]["arc_easy"].items():
+            if "," in metric_key and "_stderr," not in metric_key:
+                metric, filter_name = metric_key.split(",", 1)
+                assert got[(metric, filter_name)] == pytest.approx(value, abs=1e-6), (key, metric)
 
 
 def test_batch_size_auto_is_recorded(world, tmp_path):

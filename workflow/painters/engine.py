@@ -48,12 +48,8 @@ class PrefixStore:
 
     def put(self, depth: int, output) -> None:
         self.states[depth] = output
-        held = sum(_tensor_of(state).nelement() * _tensor_of(state).element_size() for state in self.states.values())
+        held = sum(surgery.output_state(state).nelement() * surgery.output_state(state).element_size() for state in self.states.values())
         self.peak_bytes = max(self.peak_bytes, held)
-
-
-def _tensor_of(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
 
 
 class Resume(surgery.LayerView):

@@ -9,9 +9,9 @@ On exit the original list, config and layer indices are put back, so the model i
 as before.
 
 Why one entry per call: the model then treats the schedule as a stack of that depth.
-- KV cache: attention addresses the cache by `layer_idx`, so a layer run twice would
-  overwrite its own cache entry and silently give wrong logits. Each call sets its layer's
-  `layer_idx` to its own position, and the config's `num_hidden_layers` is the number of
+- KV cache: attention addresses the cache by `layer_idx` (a few families: `layer_id`), so a
+  layer run twice would overwrite its own cache entry and silently give wrong logits. Each
+  call sets its layer's index to its own position, and the config's `num_hidden_layers` is the number of
   calls, so the cache makes a slot for each.
 - Mixed stacks (Gemma 2/3, GPT-OSS, Cohere 2: sliding-window and full attention): the
   decoder picks a layer's mask and rotary embedding, and the cache the slot's type, from
@@ -131,10 +131,20 @@ def _stack_configs(model: nn.Module) -> list:
         config = getattr(module, "config", None)
         if config is None:
             continue
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         if not any(config is seen for seen in found):
             found.append(config)
     return found
+
+
+# names under which configs give the depth of the stack (seq2seq decoders: `decoder_layers`)
+LAYER_COUNTS = ("num_hidden_layers", "decoder_layers", "num_decoder_layers")
+
+
+def layer_count_fields(config, depth: int) -> list[str]:
+    """The config's fields that give the stack's depth: the decoder loops over
+    `layers[: num_hidden_layers]` and its cache makes one slot per layer they count."""
+    return [name for name in LAYER_COUNTS if getattr(config, name, None) == depth]
 
 
 def per_layer_fields(config, depth: int) -> dict[str, list]:
@@ -161,17 +171,30 @@ def _device_of(module: nn.Module, first_parameter: torch.Tensor | None) -> torch
     return None if first_parameter is None else first_parameter.device
 
 
-def _cache_index_holders(layer: nn.Module) -> list[nn.Module]:
-    """The submodules of `layer` (attention blocks, the layer itself) that address the cache by `layer_idx`."""
-    return [m for m in layer.modules() if isinstance(getattr(m, "layer_idx", None), int)]
+# the attribute by which a layer's modules address their cache slot (and any per-layer state):
+# `layer_idx` in almost every family, `layer_id` in GPT-Neo, RWKV, Reformer, XLM, Flaubert
+POSITION_ATTRIBUTES = ("layer_idx", "layer_id")
 
 
-def _output_state(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
+def _cache_index_holders(layer: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(module, attribute) for each place in `layer` (attention blocks, the layer itself) that
+    holds the layer's position, by which it addresses the cache."""
+    return [
+        (module, name) for module in layer.modules() for name in POSITION_ATTRIBUTES
+        if isinstance(module.__dict__.get(name), int) and not isinstance(module.__dict__.get(name), bool)
+    ]
+
+
+def output_state(output) -> torch.Tensor:
+    """The hidden state a layer returned (alone, or first of a tuple or list)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _with_state(output, state: torch.Tensor):
-    return (state, *output[1:]) if isinstance(output, tuple) else state
+    # layers return the hidden state alone, or first in a tuple (a list in OpenAI GPT)
+    if isinstance(output, (tuple, list)):
+        return type(output)([state, *output[1:]])
+    return state
 
 
 class LayerView(nn.Module):
@@ -231,8 +254,8 @@ class Call(LayerView):
         self._first_parameter = next(layer.parameters(), None)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        for holder in self._cache_holders:
-            holder.layer_idx = self.slot
+        for module, name in self._cache_holders:
+            setattr(module, name, self.slot)
         device = _device_of(self.wrapped, self._first_parameter)
         step_input = hidden_states
         if device is not None and hidden_states.device != device:
@@ -240,7 +263,7 @@ class Call(LayerView):
         output = self.wrapped(hidden_states, *args, **kwargs)
         if self.group is None:
             return output
-        mean = self.group.add(self.position, _output_state(output))
+        mean = self.group.add(self.position, output_state(output))
         return _with_state(output, step_input if mean is None else mean)
 
 
@@ -267,7 +290,7 @@ def build_steps(original_layers: nn.ModuleList, schedule) -> nn.ModuleList:
         group = ParallelGroup(len(step)) if len(step) > 1 else None
         for position, index in enumerate(step):
             layer, slot = original_layers[index], len(calls)
-            at_own_slot = all(h.layer_idx == slot for h in _cache_index_holders(layer))
+            at_own_slot = all(getattr(m, name) == slot for m, name in _cache_index_holders(layer))
             if group is None and uses[index] == 1 and index == slot and at_own_slot:
                 calls.append(layer)
             else:
@@ -296,14 +319,18 @@ def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> I
     elif len(steps) != len(executed):
         raise ValueError(f"{len(steps)} prebuilt calls for plan {plan.key}, whose schedule makes {len(executed)}")
     configs = _stack_configs(model)
-    saved_indices = [(m, m.layer_idx) for layer in original_layers for m in _cache_index_holders(layer)]
-    saved_configs = [(config, config.num_hidden_layers, per_layer_fields(config, depth)) for config in configs]
+    saved_indices = [(m, name, getattr(m, name)) for layer in original_layers for m, name in _cache_index_holders(layer)]
+    saved_configs = [
+        (config, {name: depth for name in layer_count_fields(config, depth)}, per_layer_fields(config, depth))
+        for config in configs
+    ]
     try:
         setattr(owner, attr, steps)
-        for config, _, fields in saved_configs:
+        for config, counts, fields in saved_configs:
             # the decoder loops over layers[: num_hidden_layers], sizes its cache from it and
             # picks each call's mask (and rotary) by the per-layer fields at the call's position
-            config.num_hidden_layers = len(executed)
+            for name in counts:
+                setattr(config, name, len(executed))
             for name, values in fields.items():
                 setattr(config, name, [values[index] for index in executed])
         setattr(model, _APPLIED_FLAG, plan.key)
@@ -311,12 +338,13 @@ def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> I
         yield model
     finally:
         setattr(owner, attr, original_layers)
-        for config, num_hidden_layers, fields in saved_configs:
-            config.num_hidden_layers = num_hidden_layers
+        for config, counts, fields in saved_configs:
+            for name, value in counts.items():
+                setattr(config, name, value)
             for name, values in fields.items():
                 setattr(config, name, values)
-        for module, index in saved_indices:
-            module.layer_idx = index
+        for module, name, index in saved_indices:
+            setattr(module, name, index)
         model.__dict__.pop(_APPLIED_FLAG, None)
         model.__dict__.pop(_STACK_KEY, None)
 
@@ -332,7 +360,7 @@ def hidden_states(model: nn.Module, plan: Plan, **inputs) -> list[torch.Tensor]:
         states.append(hidden.detach())
 
     def record_output(module, args, output):
-        states.append(_output_state(output).detach())
+        states.append(output_state(output).detach())
 
     last_calls = [i for i, ends in enumerate(ends_of_steps(plan.schedule(num_layers(model)))) if ends]
     with apply(model, plan):

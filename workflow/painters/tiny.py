@@ -80,8 +80,18 @@ CAUSAL_ARCHS = ("llama", "mistral", "qwen2", "gpt_neox")
 
 
 def tiny_model(arch: str, vocab_size: int = 512, seed: int = 0, **sizes) -> torch.nn.Module:
-    """A random-init model of `arch` in float32 and eval mode (BERT: BertModel)."""
-    config = tiny_config(arch, vocab_size, **sizes)
+    """A random-init model of `arch` in float32 and eval mode (BERT: BertModel).
+
+    `arch` beyond the ones above: any causal-LM family (model type) of transformers, from
+    painters.families' tiny config with this vocabulary.
+    """
+    if arch in (*CAUSAL_ARCHS, "bert"):
+        config = tiny_config(arch, vocab_size, **sizes)
+    else:
+        from painters import families
+
+        config = families.tiny_config(arch, layers=sizes.get("layers", 4))
+        config.get_text_config().vocab_size = vocab_size
     torch.manual_seed(seed)
     cls = transformers.BertModel if arch == "bert" else transformers.AutoModelForCausalLM
     model = cls(config) if arch == "bert" else cls.from_config(config)
