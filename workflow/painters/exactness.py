@@ -47,6 +47,7 @@ def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
     _, _, stack_name = surgery.find_stack(model)
 
     rebuilt = copy.deepcopy(model)
+    rebuilt.__dict__.pop(surgery._FOUND_KEY, None)  # its stack changes below
     layers = rebuilt.get_submodule(stack_name)
     stack = nn.ModuleList(copy.deepcopy(layers[index]) for index in calls)
     for position, layer in enumerate(stack):

@@ -36,6 +36,7 @@ from painters.plan import Plan
 
 _APPLIED_FLAG = "_painters_plan"
 _STACK_KEY = "_painters_stack"
+_FOUND_KEY = "_painters_stack_found"
 
 
 def _base_model(model: nn.Module) -> nn.Module:
@@ -63,6 +64,9 @@ def find_stack(model: nn.Module) -> tuple[nn.Module, str, str]:
     length is the depth the (text) config declares; where several have that length (a vision
     tower, per-layer norms), the one holding the most parameters: the blocks.
     """
+    found = model.__dict__.get(_FOUND_KEY)
+    if found is not None:  # found once per model: walking all modules costs more than a tiny forward
+        return found
     base = _base_model(model)
     depth = _config_depth(model)
     candidates = [
@@ -77,6 +81,7 @@ def find_stack(model: nn.Module) -> tuple[nn.Module, str, str]:
     owner = base.get_submodule(owner_name) if owner_name else base
     base_prefix = next((n for n, m in model.named_modules() if m is base), "")
     qualified = f"{base_prefix}.{name}" if base_prefix else name
+    model.__dict__[_FOUND_KEY] = (owner, attr, qualified)
     return owner, attr, qualified
 
 
@@ -90,14 +95,32 @@ def _stack_owner(model: nn.Module) -> tuple[nn.Module, str]:
 
 
 def refusal(model: nn.Module) -> str | None:
-    """Why surgery cannot run this model (one line), or None if it can."""
+    """Why surgery cannot run this model (one line), or None if it can.
+
+    Beyond finding the stack, the rules below are the families whose layers are not
+    self-contained blocks that a plan can move; each says why.
+    """
+    name = type(model).__name__
     try:
-        find_stack(model)
+        owner, attr, _ = find_stack(model)
     except ValueError as error:
         return str(error)
+    stack = getattr(owner, attr)
+    split = [
+        child for child, module in owner.named_children()
+        if child != attr and isinstance(module, nn.ModuleList) and len(module) == len(stack) and _parameter_count(module)
+    ]
+    if split:  # XLM: attention, norms and feed-forwards in separate lists, all indexed by position
+        return f"{name}: each layer is split over several lists indexed by position ({attr}, {', '.join(split)})"
+    if "prev_attn_output" in inspect.signature(stack[0].forward).parameters:  # Reformer
+        return f"{name}: reversible layers carry two hidden streams, which a schedule of single layers cannot"
     for config in _stack_configs(model):
-        if getattr(config, "is_heterogeneous", False):
-            return f"{type(model).__name__} has a heterogeneous per-layer config, which surgery does not rebuild"
+        if getattr(config, "is_heterogeneous", False):  # Gemma 4, dots3
+            return f"{name} has a heterogeneous per-layer config (per_layer_config), which surgery does not rebuild"
+        if getattr(config, "cross_attention_layers", None):  # Mllama
+            return f"{name}: its decoder picks cross-attention layers by position (cross_attention_layers)"
+        if getattr(config, "hidden_size_per_layer_input", None):  # Gemma 3n
+            return f"{name}: per-layer input embeddings are sliced by position, not carried by the layers"
     return None
 
 
