@@ -24,6 +24,7 @@ DECODERS = [
     "deepseek_v3",  # multi-head latent attention, dense then MoE layers
     "phi3",
     "smollm3",  # per-layer rope on/off
+    "jamba",  # Mamba + attention hybrid whose per-layer kinds are computed config properties
 ]
 ENCODERS = ["bert", "distilbert", "modernbert", "vit"]
 
@@ -86,3 +87,14 @@ def test_config_and_layer_indices_restored_on_a_mixed_stack():
     assert model.config.layer_types == types
     assert model.config.num_hidden_layers == 6
     assert [layer.self_attn.layer_idx for layer in surgery.layer_list(model)] == indices
+
+
+def test_computed_per_layer_settings_follow_the_calls_and_are_restored():
+    model = families.build_tiny("jamba", layers=6)
+    config_class, kinds = type(model.config), list(model.config.layers_block_type)
+    assert len(set(kinds)) == 2  # attention and mamba layers
+    with surgery.apply(model, parse("reverse-N0")):
+        assert model.config.layers_block_type == [kinds[0], *kinds[:0:-1]]
+    assert type(model.config) is config_class
+    assert model.config.layers_block_type == kinds
+    assert "layers_block_type" not in vars(model.config)

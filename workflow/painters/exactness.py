@@ -59,11 +59,7 @@ def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
     setattr(rebuilt.get_submodule(owner_name) if owner_name else rebuilt, attr, stack)
 
     for config in _configs_of(rebuilt):
-        per_layer = surgery.per_layer_fields(config, depth)
-        for name in surgery.layer_count_fields(config, depth):
-            setattr(config, name, len(calls))
-        for name, values in per_layer.items():
-            setattr(config, name, [values[index] for index in calls])
+        surgery.follow_calls(config, depth, calls)  # for good: the copy is the reference
 
     position = 0
     for step in schedule:

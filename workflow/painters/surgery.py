@@ -184,6 +184,56 @@ def per_layer_fields(config, depth: int) -> dict[str, list]:
 _NOT_PER_LAYER = {"architectures", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_decoder_ids"}
 
 
+def _per_layer_properties(config, depth: int) -> dict[str, list]:
+    """Per-layer settings that the config class computes from the layer index (Jamba's
+    `layers_block_type`: attention every `attn_layer_period` layers): their values as loaded."""
+    key = (type(config), depth)
+    if key not in _PROPERTY_NAMES:  # looked up once per class: asking every property costs per plan
+        names = []
+        for name in {name for klass in type(config).__mro__ for name, value in vars(klass).items() if isinstance(value, property)}:
+            try:
+                value = getattr(config, name)
+            except Exception:  # noqa: BLE001 - a property that cannot answer is not a per-layer list
+                continue
+            if isinstance(value, (list, tuple)) and len(value) == depth:
+                names.append(name)
+        _PROPERTY_NAMES[key] = sorted(names)
+    return {name: list(getattr(config, name)) for name in _PROPERTY_NAMES[key]}
+
+
+_PROPERTY_NAMES: dict[tuple[type, int], list[str]] = {}
+
+
+def follow_calls(config, depth: int, calls: list[int]):
+    """Set `config`'s depth to the number of calls and each per-layer setting to list, per
+    position, the setting of the layer called there; return a function that puts them back.
+
+    Computed per-layer settings (properties) are shadowed, for the plan, by a subclass of the
+    config's class that lets them hold the rebuilt lists.
+    """
+    counts = layer_count_fields(config, depth)
+    fields = per_layer_fields(config, depth)
+    computed = _per_layer_properties(config, depth)
+    config_class = type(config)
+    if computed:
+        config.__class__ = type(config_class.__name__, (config_class,), dict.fromkeys(computed))
+    for name in counts:
+        setattr(config, name, len(calls))
+    for name, values in {**fields, **computed}.items():
+        setattr(config, name, [values[index] for index in calls])
+
+    def restore():
+        for name in computed:
+            config.__dict__.pop(name, None)
+        config.__class__ = config_class
+        for name in counts:
+            setattr(config, name, depth)
+        for name, values in fields.items():
+            setattr(config, name, values)
+
+    return restore
+
+
 def _device_of(module: nn.Module, first_parameter: torch.Tensor | None) -> torch.device | None:
     # accelerate's device_map hooks know where a layer executes; else where its first parameter is
     # (the same Parameter object follows the module through .to())
@@ -343,29 +393,20 @@ def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> I
         raise ValueError(f"{len(steps)} prebuilt calls for plan {plan.key}, whose schedule makes {len(executed)}")
     configs = _stack_configs(model)
     saved_indices = [(m, name, getattr(m, name)) for layer in original_layers for m, name in _cache_index_holders(layer)]
-    saved_configs = [
-        (config, {name: depth for name in layer_count_fields(config, depth)}, per_layer_fields(config, depth))
-        for config in configs
-    ]
+    restores = []
     try:
         setattr(owner, attr, steps)
-        for config, counts, fields in saved_configs:
-            # the decoder loops over layers[: num_hidden_layers], sizes its cache from it and
-            # picks each call's mask (and rotary) by the per-layer fields at the call's position
-            for name in counts:
-                setattr(config, name, len(executed))
-            for name, values in fields.items():
-                setattr(config, name, [values[index] for index in executed])
+        # the decoder loops over layers[: num_hidden_layers], sizes its cache from it and
+        # picks each call's mask (and rotary) by the per-layer settings at the call's position
+        for config in configs:
+            restores.append(follow_calls(config, depth, executed))
         setattr(model, _APPLIED_FLAG, plan.key)
         model.__dict__[_STACK_KEY] = (owner, attr)
         yield model
     finally:
         setattr(owner, attr, original_layers)
-        for config, counts, fields in saved_configs:
-            for name, value in counts.items():
-                setattr(config, name, value)
-            for name, values in fields.items():
-                setattr(config, name, values)
+        for restore in reversed(restores):
+            restore()
         for module, name, index in saved_indices:
             setattr(module, name, index)
         model.__dict__.pop(_APPLIED_FLAG, None)
