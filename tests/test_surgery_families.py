@@ -25,6 +25,7 @@ DECODERS = [
     "phi3",
     "smollm3",  # per-layer rope on/off
     "jamba",  # Mamba + attention hybrid whose per-layer kinds are computed config properties
+    "gemma4_unified_text",  # heterogeneous config: per-layer overrides by layer index
 ]
 ENCODERS = ["bert", "distilbert", "modernbert", "vit"]
 

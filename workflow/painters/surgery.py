@@ -24,6 +24,7 @@ No Snakemake and no I/O here: plain Python, tested directly.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections import Counter
 from collections.abc import Iterator
@@ -115,8 +116,6 @@ def refusal(model: nn.Module) -> str | None:
     if "prev_attn_output" in inspect.signature(stack[0].forward).parameters:  # Reformer
         return f"{name}: reversible layers carry two hidden streams, which a schedule of single layers cannot"
     for config in _stack_configs(model):
-        if getattr(config, "is_heterogeneous", False):  # Gemma 4, dots3
-            return f"{name} has a heterogeneous per-layer config (per_layer_config), which surgery does not rebuild"
         if getattr(config, "cross_attention_layers", None):  # Mllama
             return f"{name}: its decoder picks cross-attention layers by position (cross_attention_layers)"
         if getattr(config, "hidden_size_per_layer_input", None):  # Gemma 3n
@@ -215,6 +214,12 @@ def follow_calls(config, depth: int, calls: list[int]):
     fields = per_layer_fields(config, depth)
     computed = _per_layer_properties(config, depth)
     config_class = type(config)
+    # heterogeneous configs (Gemma 4) keep per-layer overrides by layer index
+    heterogeneity = config.__dict__.get("_heterogeneity_spec")
+    if heterogeneity is not None:
+        overrides = heterogeneity.per_layer_overrides
+        config.__dict__["_heterogeneity_spec"] = dataclasses.replace(
+            heterogeneity, per_layer_overrides={p: overrides[i] for p, i in enumerate(calls) if i in overrides})
     if computed:
         config.__class__ = type(config_class.__name__, (config_class,), dict.fromkeys(computed))
     for name in counts:
@@ -223,6 +228,8 @@ def follow_calls(config, depth: int, calls: list[int]):
         setattr(config, name, [values[index] for index in calls])
 
     def restore():
+        if heterogeneity is not None:
+            config.__dict__["_heterogeneity_spec"] = heterogeneity
         for name in computed:
             config.__dict__.pop(name, None)
         config.__class__ = config_class
