@@ -158,23 +158,19 @@ def test_kept_states_are_the_branch_points_only(lm):
     assert max(len(v.keep) for v in visits) < len(plan_list)
 
 
-@pytest.mark.parametrize("benchmark", ["hellaswag", "arc_easy_3shot", "lambada_openai"])
-def test_a_pass_through_session_run_equals_simple_evaluate_per_plan(session, tmp_path, benchmark):
-    """Metrics of a shared pass equal lm-eval's simple_evaluate run plan by plan on the model under the plan."""
+def assert_scores_equal_simple_evaluate(session, results_dir, model_name, keys, benchmark, limit, bootstrap_iters):
+    """Each plan's metrics written by Session.run equal lm-eval's simple_evaluate on the model under that plan."""
     import polars as pl
 
     from painters.results import score_path
 
-    keys = ["baseline", "skip-N1", "looped_parallel-N0-K2", "looped_parallel-N0-K3", "random-N0-S4", "shuffle_all-S1"]
-    request = Request("tiny", tuple(keys), (benchmark,), str(tmp_path), limit=8)
-    session.run(request)
     for key in keys:
-        frame = pl.read_parquet(score_path(tmp_path, "tiny", key, benchmark))
+        frame = pl.read_parquet(score_path(results_dir, model_name, key, benchmark))
         got = {(r["metric"], r["filter"]): r["value"] for r in frame.iter_rows(named=True)}
         with surgery.apply(session.model, plans.parse(key)):
             reference = simple_evaluate(
                 model=HFLM(pretrained=session.model, tokenizer=session.tokenizer, batch_size=session.spec.batch_size),
-                tasks=[benchmark], limit=8, task_manager=session.task_manager, bootstrap_iters=1000,
+                tasks=[benchmark], limit=limit, task_manager=session.task_manager, bootstrap_iters=bootstrap_iters,
                 verbosity="WARNING",
             )
         for name, values in reference["results"].items():
@@ -184,14 +180,19 @@ def test_a_pass_through_session_run_equals_simple_evaluate_per_plan(session, tmp
                     assert got[(metric, filter_name)] == pytest.approx(value, abs=1e-6), (key, metric)
 
 
+@pytest.mark.parametrize("benchmark", ["hellaswag", "arc_easy_3shot", "lambada_openai"])
+def test_a_pass_through_session_run_equals_simple_evaluate_per_plan(session, tmp_path, benchmark):
+    """Metrics of a shared pass equal lm-eval's simple_evaluate run plan by plan on the model under the plan."""
+    keys = ["baseline", "skip-N1", "looped_parallel-N0-K2", "looped_parallel-N0-K3", "random-N0-S4", "shuffle_all-S1"]
+    session.run(Request("tiny", tuple(keys), (benchmark,), str(tmp_path), limit=8))
+    assert_scores_equal_simple_evaluate(session, tmp_path, "tiny", keys, benchmark, limit=8, bootstrap_iters=1000)
+
+
 def test_painters_evaluate_runs_other_families_as_lm_eval_does_plan_by_plan(world, tmp_path):
     """A saved Gemma 2 (mixed sliding/full attention) through Session.run: each plan's metrics
     equal simple_evaluate on the model under that plan."""
-    import polars as pl
-
     from conftest import spec_of
     from painters.evaluate import Session
-    from painters.results import score_path
     from painters.tiny import save_tiny_causal_lm
 
     model_dir = save_tiny_causal_lm(tmp_path / "gemma2", arch="gemma2", seed=1, layers=6)
@@ -200,18 +201,8 @@ def test_painters_evaluate_runs_other_families_as_lm_eval_does_plan_by_plan(worl
     assert type(session.model).__name__ == "Gemma2ForCausalLM" and session.num_layers == 6
     keys = ["baseline", "reverse-N0", "looped_parallel-N0-K2"]
     session.run(Request("gemma", tuple(keys), ("arc_easy",), str(tmp_path / "results"), limit=6))
-    for key in keys:
-        frame = pl.read_parquet(score_path(tmp_path / "results", "gemma", key, "arc_easy"))
-        got = {(r["metric"], r["filter"]): r["value"] for r in frame.iter_rows(named=True)}
-        with surgery.apply(session.model, plans.parse(key)):
-            reference = simple_evaluate(
-                model=HFLM(pretrained=session.model, tokenizer=session.tokenizer, batch_size=spec.batch_size),
-                tasks=["arc_easy"], limit=6, task_manager=session.task_manager, bootstrap_iters=0, verbosity="WARNING",
-            )
-        for metric_key, value in reference["results"]["arc_easy"].items():
-            if "," in metric_key and "_stderr," not in metric_key:
-                metric, filter_name = metric_key.split(",", 1)
-                assert got[(metric, filter_name)] == pytest.approx(value, abs=1e-6), (key, metric)
+    assert_scores_equal_simple_evaluate(
+        session, tmp_path / "results", "gemma", keys, "arc_easy", limit=6, bootstrap_iters=0)
 
 
 def test_batch_size_auto_is_recorded(world, tmp_path):

@@ -43,13 +43,16 @@ def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
     """A copy of `model` with the plan's layer calls physically in a new stack (see module doc)."""
     depth = surgery.num_layers(model)
     schedule = plan.schedule(depth)
-    calls = [index for step in schedule for index in step]
+    calls = surgery.called_layers(schedule)
     _, _, stack_name = surgery.find_stack(model)
 
     rebuilt = copy.deepcopy(model)
+    configs = surgery.stack_configs(rebuilt)  # found while its stack still has the declared depth
     rebuilt.__dict__.pop(surgery._FOUND_KEY, None)  # its stack changes below
     layers = rebuilt.get_submodule(stack_name)
     stack = nn.ModuleList(copy.deepcopy(layers[index]) for index in calls)
+    # renumbered here, not through surgery's own lookup of the index holders: the reference
+    # must not share a mistake in it
     for position, layer in enumerate(stack):
         for module in layer.modules():
             for name in surgery.POSITION_ATTRIBUTES:
@@ -58,7 +61,7 @@ def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
     owner_name, _, attr = stack_name.rpartition(".")
     setattr(rebuilt.get_submodule(owner_name) if owner_name else rebuilt, attr, stack)
 
-    for config in _configs_of(rebuilt):
+    for config in configs:
         surgery.follow_calls(config, depth, calls)  # for good: the copy is the reference
 
     position = 0
@@ -69,38 +72,19 @@ def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
     return rebuilt.eval()
 
 
-def _configs_of(model: nn.Module) -> list:
-    """Every distinct text config object inside `model` (a deep copy keeps shared ones shared)."""
-    found = []
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        if config is None or not hasattr(config, "get_text_config"):
-            continue
-        config = config.get_text_config(decoder=True)
-        if not any(config is seen for seen in found):
-            found.append(config)
-    return found
-
-
 def _average_in_place(members: list[nn.Module]) -> None:
     """Hooks that make consecutive layers act as one parallel step: every member runs on the
     step's input (each hands its input on), the last returns the mean of their outputs."""
     outputs: list[torch.Tensor] = []
 
-    def state_of(value):
-        return value[0] if isinstance(value, (tuple, list)) else value
-
-    def replace_state(value, state):
-        return type(value)([state, *value[1:]]) if isinstance(value, (tuple, list)) else state
-
     def hand_on(module, args, kwargs, output):
         hidden = args[0] if args else kwargs["hidden_states"]
         if module is members[0]:
             outputs.clear()
-        outputs.append(state_of(output))
+        outputs.append(surgery.output_state(output))
         if module is members[-1]:
-            return replace_state(output, torch.stack(outputs).mean(dim=0))
-        return replace_state(output, hidden)
+            return surgery.with_state(output, torch.stack(outputs).mean(dim=0))
+        return surgery.with_state(output, hidden)
 
     for member in members:
         member.register_forward_hook(hand_on, with_kwargs=True)
@@ -126,8 +110,11 @@ def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def _scale(values: torch.Tensor) -> float:
-    return max(1.0, float(values.float().abs().max()))
+def _beyond_tolerance(got: torch.Tensor, expected: torch.Tensor) -> float | None:
+    """The largest difference if it exceeds the tolerance (relative to `expected`'s scale), else None."""
+    difference = _largest_difference(got, expected)
+    scale = max(1.0, float(expected.float().abs().max()))
+    return difference if not difference <= TOLERANCE * scale else None
 
 
 def check_plan(model: nn.Module, plan: Plan, inputs: dict, new_tokens: int = 6) -> PlanCheck:
@@ -138,10 +125,12 @@ def check_plan(model: nn.Module, plan: Plan, inputs: dict, new_tokens: int = 6) 
     expected = _forward(reference, inputs)
     if plan.variant == "baseline" and not torch.equal(got, expected):
         return PlanCheck(plan.key, False, f"baseline differs from the untouched model by {_largest_difference(got, expected):.2e}")
-    difference = _largest_difference(got, expected)
-    if got.shape != expected.shape or not difference <= TOLERANCE * _scale(expected):
+    if got.shape != expected.shape:
+        return PlanCheck(plan.key, False, f"logits of shape {tuple(got.shape)}, the rebuilt model's {tuple(expected.shape)}")
+    difference = _beyond_tolerance(got, expected)
+    if difference is not None:
         return PlanCheck(plan.key, False, f"logits differ from the rebuilt model by {difference:.2e}")
-    note = f"max difference {difference:.1e}"
+    note = f"max difference {_largest_difference(got, expected):.1e}"
     if _generates(model):
         try:
             expected_run = _generation(reference, inputs, new_tokens)
@@ -181,16 +170,16 @@ def _generation_problem(run: Generation, reference: Generation) -> str | None:
     model's own cached and uncached generation agree (some families' do not, plan or not)."""
     if not torch.equal(run.cached, reference.cached):
         return "cached generation gives other tokens than the rebuilt model's"
-    difference = _largest_difference(run.step_logits, reference.step_logits)
-    if not difference <= TOLERANCE * _scale(reference.step_logits):
+    difference = _beyond_tolerance(run.step_logits, reference.step_logits)
+    if difference is not None:
         return f"cached step logits differ from the rebuilt model's by {difference:.2e}"
-    reference_consistent = torch.equal(reference.cached, reference.uncached) and _largest_difference(
-        reference.step_logits, reference.full_logits) <= TOLERANCE * _scale(reference.full_logits)
+    reference_consistent = torch.equal(reference.cached, reference.uncached) and _beyond_tolerance(
+        reference.step_logits, reference.full_logits) is None
     if reference_consistent:
         if not torch.equal(run.cached, run.uncached):
             return "cached generation gives other tokens than uncached generation"
-        difference = _largest_difference(run.step_logits, run.full_logits)
-        if not difference <= TOLERANCE * _scale(run.full_logits):
+        difference = _beyond_tolerance(run.step_logits, run.full_logits)
+        if difference is not None:
             return f"cached step logits differ from a full forward by {difference:.2e}"
     return None
 

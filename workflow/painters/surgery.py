@@ -115,7 +115,7 @@ def refusal(model: nn.Module) -> str | None:
         return f"{name}: each layer is split over several lists indexed by position ({attr}, {', '.join(split)})"
     if "prev_attn_output" in inspect.signature(stack[0].forward).parameters:  # Reformer
         return f"{name}: reversible layers carry two hidden streams, which a schedule of single layers cannot"
-    for config in _stack_configs(model):
+    for config in stack_configs(model):
         if getattr(config, "cross_attention_layers", None):  # Mllama
             return f"{name}: its decoder picks cross-attention layers by position (cross_attention_layers)"
         if getattr(config, "hidden_size_per_layer_input", None):  # Gemma 3n
@@ -143,7 +143,7 @@ def num_layers(model: nn.Module) -> int:
     return len(layer_list(model))
 
 
-def _stack_configs(model: nn.Module) -> list:
+def stack_configs(model: nn.Module) -> list:
     """The configs that describe the stack's layers: the stack owner's and the model's text config
     (one object in most models; composite models may hold copies). Decoders loop over
     `layers[: num_hidden_layers]` and caches size themselves from these."""
@@ -270,7 +270,7 @@ def output_state(output) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _with_state(output, state: torch.Tensor):
+def with_state(output, state: torch.Tensor):
     # layers return the hidden state alone, or first in a tuple (a list in OpenAI GPT)
     if isinstance(output, (tuple, list)):
         return type(output)([state, *output[1:]])
@@ -344,7 +344,12 @@ class Call(LayerView):
         if self.group is None:
             return output
         mean = self.group.add(self.position, output_state(output))
-        return _with_state(output, step_input if mean is None else mean)
+        return with_state(output, step_input if mean is None else mean)
+
+
+def called_layers(schedule) -> list[int]:
+    """The layer index of each executed call of `schedule`, in order."""
+    return [index for step in schedule for index in step]
 
 
 def call_steps(schedule) -> list[int]:
@@ -392,13 +397,13 @@ def apply(model: nn.Module, plan: Plan, steps: nn.ModuleList | None = None) -> I
     original_layers = getattr(owner, attr)
     depth = len(original_layers)
     schedule = plan.schedule(depth)
-    executed = [index for step in schedule for index in step]
+    executed = called_layers(schedule)
 
     if steps is None:
         steps = build_steps(original_layers, schedule)
     elif len(steps) != len(executed):
         raise ValueError(f"{len(steps)} prebuilt calls for plan {plan.key}, whose schedule makes {len(executed)}")
-    configs = _stack_configs(model)
+    configs = stack_configs(model)
     saved_indices = [(m, name, getattr(m, name)) for layer in original_layers for m, name in _cache_index_holders(layer)]
     restores = []
     try:
