@@ -13,6 +13,8 @@ import sys
 # command name -> module that implements it (module.register adds the parser and sets `func`)
 COMMANDS = {
     "evaluate": "painters.evaluate",
+    "finetune": "painters.glue.finetune",
+    "demo-glue": "painters.demo.glue_tasks",
     "demo-data": "painters.demo.data",
     "demo-model": "painters.demo.train",
     "similarity": "painters.similarity",

@@ -142,6 +142,20 @@ def check_model_source(model: str) -> None:
         )
 
 
+def check_kind(model: str, wanted: str, what: str, trust_remote_code: bool = False) -> None:
+    """Fail before any work when `model` is not of the kind (sweep.model_kind) that `what` needs."""
+    import transformers
+
+    from painters import sweep
+
+    config = transformers.AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).to_dict()
+    kind = sweep.model_kind(config)
+    if kind != wanted:
+        other = "painters finetune (GLUE)" if kind == "encoder" else "painters evaluate (lm-eval benchmarks)"
+        raise ValueError(f"--model {model} is an {kind} ({config.get('model_type')}); {what} need a {wanted} model. "
+                         f"Score it with {other}")
+
+
 def _hub_reachable(timeout: float = 3.0) -> bool:
     import socket
     from urllib.parse import urlparse
@@ -173,9 +187,10 @@ class Session:
 
         from painters.engine import SweepLM
 
-        from painters import benchmarks, surgery
+        from painters import benchmarks, results, surgery, sweep
 
         check_model_source(spec.model)
+        check_kind(spec.model, "decoder", "lm-eval benchmarks", spec.trust_remote_code)
         self.spec, self.log = spec, log
         started = time.perf_counter()
         device = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -227,7 +242,7 @@ class Session:
         self.tasks: dict[str, dict] = {}  # benchmark -> the task dict TaskManager.load gave for it
         # task name -> its generation settings as built, so one request's gen_kwargs never leak into the next
         self.generation_defaults: dict[str, dict] = {}
-        self.versions = _versions()
+        self.versions = results.versions()
         log(f"loaded {spec.model}: {self.num_layers} layers, {self.dtype} on {self.device} "
             f"in {time.perf_counter() - started:.1f} s")
 
@@ -467,21 +482,6 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):  # lm-eval writes "N/A" where it has no stderr
         return None
     return number
-
-
-def _versions() -> dict[str, str]:
-    import lm_eval
-    import torch
-    import transformers
-
-    import painters
-
-    return {
-        "painters_version": painters.__version__,
-        "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-    }
 
 
 def spec_from_args(args) -> ModelSpec:

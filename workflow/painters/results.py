@@ -1,6 +1,7 @@
 """Where scores live and how they are written: one parquet per (model, plan, benchmark).
 
-Layout:  {results}/scores/{model}/{plan}/{benchmark}.parquet
+Layout:  {results}/scores/{model}/{plan}/{benchmark}.parquet           lm-eval benchmarks (decoders)
+         {results}/scores/{model}/{plan}/{task}.seed{train_seed}.parquet   GLUE tasks (encoders, fine-tuned with a seed)
 
 `model` is the user's short name for a model (a config key such as `llama2-7b`,
 or a slug of the path/id for ad-hoc runs), `plan` a plan key (`skip-N2`),
@@ -32,7 +33,8 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "layer": pl.Int64,
     "percent": pl.Int64,
     "num_layers": pl.Int64,
-    "benchmark": pl.String,  # lm-eval task name
+    "benchmark": pl.String,  # lm-eval task name, or GLUE task
+    "train_seed": pl.Int64,  # seed of the fine-tuning run (GLUE); null for lm-eval scores
     "metric": pl.String,  # e.g. acc, acc_norm, perplexity, exact_match
     "filter": pl.String,  # lm-eval filter name, e.g. "none", "strict-match"
     "value": pl.Float64,
@@ -78,14 +80,29 @@ def model_slug(model_path_or_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", tail).lstrip("._-") or "model"
 
 
-def score_path(results_dir: str | os.PathLike, model: str, plan: str, benchmark: str) -> Path:
-    return (
-        Path(results_dir)
-        / "scores"
-        / safe_name(model, "model name")
-        / safe_name(plan, "plan key")
-        / f"{safe_name(benchmark, 'benchmark')}.parquet"
-    )
+def score_path(results_dir: str | os.PathLike, model: str, plan: str, benchmark: str, train_seed: int | None = None) -> Path:
+    name = safe_name(benchmark, "benchmark") + ("" if train_seed is None else f".seed{int(train_seed)}")
+    return Path(results_dir) / "scores" / safe_name(model, "model name") / safe_name(plan, "plan key") / f"{name}.parquet"
+
+
+def versions() -> dict[str, str]:
+    """The versions a score was made with (read from the installed packages' metadata: no imports)."""
+    from importlib import metadata
+
+    import painters
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "painters_version": painters.__version__,
+        "lm_eval_version": version("lm_eval"),
+        "transformers_version": version("transformers"),
+        "torch_version": version("torch"),
+    }
 
 
 def current_umask() -> int:

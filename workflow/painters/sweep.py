@@ -47,6 +47,15 @@ def read_num_layers(model_name: str, model: Mapping) -> int:
     """
     if model.get("num_layers") is not None:
         return int(model["num_layers"])
+    config_file = model_config_file(model_name, model)
+    depth = depth_of_config(json.loads(config_file.read_text()))
+    if depth is None:
+        raise ValueError(f"models.{model_name}: {config_file} has no layer count; set models.{model_name}.num_layers")
+    return depth
+
+
+def model_config_file(model_name: str, model: Mapping) -> Path:
+    """A configured model's config.json, in its folder or in the local Hugging Face cache."""
     source = str(model["path"])
     config_file = Path(source).expanduser() / "config.json"
     if not config_file.is_file():
@@ -62,10 +71,35 @@ def read_num_layers(model_name: str, model: Mapping) -> int:
                 f"download the model first or set models.{model_name}.num_layers"
             )
         config_file = Path(cached)
-    depth = depth_of_config(json.loads(config_file.read_text()))
-    if depth is None:
-        raise ValueError(f"models.{model_name}: {config_file} has no layer count; set models.{model_name}.num_layers")
-    return depth
+    return config_file
+
+
+# architectures whose names say the model generates text, although its family also has encoders
+_GENERATING = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def model_kind(config: Mapping) -> str:
+    """`encoder` for an encoder-only model (BERT, RoBERTa, DeBERTa, ModernBERT, MiniLM, ...), which the
+    study fine-tunes on GLUE; `decoder` for any other, which it scores with lm-eval. Read from a
+    config.json: its family has a masked-LM head in transformers, it is not a decoder
+    (`is_decoder`, `is_encoder_decoder`) and no architecture it lists generates text (BertLMHeadModel, RobertaForCausalLM)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    generating = any(arch.endswith(_GENERATING) for arch in config.get("architectures") or [])
+    masked = config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    seq2seq = config.get("is_encoder_decoder") or config.get("is_decoder")
+    return "encoder" if masked and not generating and not seq2seq else "decoder"
+
+
+def configured_model_kind(config: Mapping, model_name: str) -> str:
+    """A configured model's kind: `models.NAME.kind` where given, else read from its config.json
+    (the demo's decoder, built by the workflow, is a decoder)."""
+    model = config["models"][model_name]
+    if model.get("kind"):
+        return model["kind"]
+    if model["path"] == f"{config.get('results', 'results')}/demo/model":
+        return "decoder"
+    return model_kind(json.loads(model_config_file(model_name, model).read_text()))
 
 
 def depth_of_config(config: Mapping) -> int | None:
