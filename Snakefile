@@ -13,6 +13,7 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/glue.smk"
 include: "workflow/rules/similarity.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"

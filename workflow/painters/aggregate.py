@@ -12,6 +12,10 @@ Each benchmark has one *primary* metric (acc_norm, else acc, else exact_match wi
 the strict-match filter first, else the first normalizable metric). The
 "normalized median" of a plan is the median of its benchmarks' primary normalized
 scores; it is added as rows with benchmark = "median" and metric = "normalized_median".
+
+Fine-tuned (GLUE) scores carry the seed of their fine-tuning run (`train_seed`): each is
+normalized by the baseline fine-tuned with the same seed, and a plan's score on a task is the
+mean over its seeds before the median over tasks.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from painters.results import read_score_file, temp_beside, write_atomic
 
 MEDIAN = "median"
 PLAN_COLUMNS = ["model", "model_id", "plan", "variant", "N", "M", "K", "seed", "layer", "percent", "num_layers"]
-KEY = ["model", "plan", "benchmark", "metric", "filter"]
+KEY = ["model", "plan", "benchmark", "train_seed", "metric", "filter"]
 # primary metric preference: (metric, filter), earlier wins
 PRIMARY_ORDER = [
     ("acc_norm", "none"),
@@ -74,12 +78,12 @@ def summarize(scores: pl.DataFrame) -> pl.DataFrame:
     if not duplicated.is_empty():
         raise ValueError(f"scores hold the same result twice: {duplicated.select(KEY).rows()[:5]}")
     baseline = scores.filter(pl.col("plan") == "baseline").select(
-        "model", "benchmark", "metric", "filter", pl.col("value").alias("baseline_value")
+        "model", "benchmark", "train_seed", "metric", "filter", pl.col("value").alias("baseline_value")
     )
     primary = primary_metrics(scores).with_columns(pl.lit(True).alias("primary"))
     denominator = pl.col("baseline_value") - pl.col("random_baseline")
     rows = (
-        scores.join(baseline, on=["model", "benchmark", "metric", "filter"], how="left")
+        scores.join(baseline, on=["model", "benchmark", "train_seed", "metric", "filter"], how="left", nulls_equal=True)
         .join(primary, on=["benchmark", "metric", "filter"], how="left")
         .with_columns(
             pl.col("primary").fill_null(False),
@@ -91,6 +95,8 @@ def summarize(scores: pl.DataFrame) -> pl.DataFrame:
     )
     medians = (
         rows.filter(pl.col("primary") & pl.col("normalized").is_not_null())
+        .group_by(*PLAN_COLUMNS, "benchmark")  # fine-tuning seeds first (one row where there are none)
+        .agg(pl.col("normalized").sort().mean(), pl.col("value").sort().mean())
         .group_by(PLAN_COLUMNS)
         .agg(
             pl.col("normalized").median().alias("normalized"),
@@ -106,10 +112,10 @@ def summarize(scores: pl.DataFrame) -> pl.DataFrame:
     )
     summary = pl.concat([rows, medians], how="diagonal_relaxed")
     fraction = (pl.col("M") / pl.col("num_layers")).alias("fraction")
-    order = [*PLAN_COLUMNS, "fraction", "benchmark", "metric", "filter", "primary", "value", "stderr", "normalized",
+    order = [*PLAN_COLUMNS, "fraction", "benchmark", "train_seed", "metric", "filter", "primary", "value", "stderr", "normalized",
              "baseline_value", "random_baseline", "higher_is_better", "n_samples", "limit", "num_fewshot", "dtype",
              "device", "seconds"]
-    return summary.with_columns(fraction).select(order).sort(["model", "variant", "N", "K", "seed", "layer", "plan", "benchmark", "metric"], nulls_last=True)
+    return summary.with_columns(fraction).select(order).sort(["model", "variant", "N", "K", "seed", "layer", "plan", "benchmark", "train_seed", "metric"], nulls_last=True)
 
 
 def write_csv_atomic(frame: pl.DataFrame, path: str | Path) -> None:

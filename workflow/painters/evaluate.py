@@ -152,8 +152,12 @@ def check_kind(model: str, wanted: str, what: str, trust_remote_code: bool = Fal
     kind = sweep.model_kind(config)
     if kind != wanted:
         other = "painters finetune (GLUE)" if kind == "encoder" else "painters evaluate (lm-eval benchmarks)"
-        raise ValueError(f"--model {model} is an {kind} ({config.get('model_type')}); {what} need a {wanted} model. "
+        raise ValueError(f"--model {model} is {_a(kind)} ({config.get('model_type')}); {what} need {_a(wanted)} model. "
                          f"Score it with {other}")
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

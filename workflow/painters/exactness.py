@@ -39,8 +39,11 @@ class PlanCheck:
     detail: str  # what differed, or the largest difference seen
 
 
-def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
-    """A copy of `model` with the plan's layer calls physically in a new stack (see module doc)."""
+def rebuilt_model(model: nn.Module, plan: Plan, tie_repeated: bool = False) -> nn.Module:
+    """A copy of `model` with the plan's layer calls physically in a new stack (see module doc).
+
+    `tie_repeated`: the copies of a layer called several times share its parameters
+    (`tie_repeated_calls`), the reference for training under a plan."""
     depth = surgery.num_layers(model)
     schedule = plan.schedule(depth)
     calls = surgery.called_layers(schedule)
@@ -69,7 +72,23 @@ def rebuilt_model(model: nn.Module, plan: Plan) -> nn.Module:
         if len(step) > 1:
             _average_in_place([stack[p] for p in range(position, position + len(step))])
         position += len(step)
+    if tie_repeated:
+        tie_repeated_calls(stack, calls)
     return rebuilt.eval()
+
+
+def tie_repeated_calls(stack: nn.ModuleList, calls: list[int]) -> None:
+    """Make every later copy in `stack` of a layer (`calls`: the layer index of each copy) hold the
+    very nn.Parameter objects of its first copy: in training, a repeated layer is one set of weights."""
+    first: dict[int, nn.Module] = {}
+    for layer, index in zip(stack, calls):
+        if index not in first:
+            first[index] = layer
+            continue
+        for name, module in layer.named_modules():
+            source = first[index].get_submodule(name)
+            for parameter_name in list(module._parameters):
+                setattr(module, parameter_name, source._parameters[parameter_name])
 
 
 def _average_in_place(members: list[nn.Module]) -> None:

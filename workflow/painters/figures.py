@@ -12,6 +12,8 @@ so re-plotting never touches a score. Names follow the Painters paper:
     skip_fraction           skip's normalized median vs the fraction of layers skipped, one line per model
     whole_stack             LayerShuffle's plans: normalized median vs the share of layers pruned,
                             layers kept in order (baseline, prune) or shuffled (shuffle_all, shuffle_prune)
+    decoder_encoder         Fig 11 of each model side by side, decoders (lm-eval) left, encoders (GLUE) right,
+                            as the paper puts Llama 2 and BERT
 
 Every figure is drawn from one table (`table()`), written beside the PNG as FIGURE.csv,
 so tests and captions read what was plotted rather than pixels. Rules the table follows:
@@ -20,6 +22,8 @@ so tests and captions read what was plotted rather than pixels. Rules the table 
   so no two points of a figure are medians over different benchmark sets.
 - Plans that differ only in their seed are one point: the mean over seeds, with a band
   from the lowest to the highest seed.
+- A fine-tuned (GLUE) score is the mean over its fine-tuning seeds (`train_seed`), its
+  stderr the spread of that mean where there are several.
 - Looped parallel in Figs 9 and 11 is drawn at one K (`line_K`), the same in both.
 - Rows are sorted, so the same summary gives the same table and the same PNG bytes.
 """
@@ -42,7 +46,7 @@ VARIANT_FIGURES = {
     "fig09_looped_parallel": "looped_parallel",
 }
 FIGURES = ["fig02_skip_switch", "fig03_similarity", *VARIANT_FIGURES, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
-           "whole_stack"]
+           "whole_stack", "decoder_encoder"]
 MIDDLE_VARIANTS = list(VARIANT_FIGURES.values())
 STACK_VARIANTS = ["shuffle_all", "prune", "shuffle_prune"]
 MEDIAN = "median"
@@ -82,9 +86,24 @@ def _scores(summary: pl.DataFrame, condition: pl.Expr, figure: str, needs: str, 
     """Per-benchmark primary scores of the plans a figure plots; `stderr_normalized` is the
     standard error scaled like the normalized score."""
     rows = summary.filter(condition & pl.col("primary") & (pl.col("benchmark") != MEDIAN))
-    rows = rows.filter(pl.col("normalized" if normalized else "value").is_not_null())
+    rows = fold_train_seeds(rows.filter(pl.col("normalized" if normalized else "value").is_not_null()))
     scale = (pl.col("baseline_value") - pl.col("random_baseline")).abs()
     return _require(rows, figure, needs).with_columns((pl.col("stderr") / scale).alias("stderr_normalized"))
+
+
+def fold_train_seeds(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per (plan, benchmark, metric): fine-tuned scores averaged over their fine-tuning seeds,
+    with the standard error of that mean where there are several seeds (rows without seeds pass)."""
+    if "train_seed" not in rows.columns or rows["train_seed"].null_count() == len(rows):
+        return rows
+    keys = [c for c in rows.columns if c not in ("train_seed", "value", "normalized", "baseline_value", "stderr",
+                                                 "n_samples", "seconds")]
+    spread = pl.col("value").std() / pl.len().sqrt()
+    return rows.group_by(keys, maintain_order=True).agg(
+        pl.col("value").sort().mean(), pl.col("normalized").sort().mean(), pl.col("baseline_value").sort().mean(),
+        pl.when(pl.len() > 1).then(spread).otherwise(pl.col("stderr").first()).alias("stderr"),
+        pl.col("n_samples").sum(), pl.col("seconds").sum(),
+    ).select([c for c in rows.columns if c != "train_seed"])
 
 
 def common_benchmarks(rows: pl.DataFrame, figure: str) -> list[str]:
@@ -187,6 +206,22 @@ def all_variants_table(summary: pl.DataFrame, model: str, figure: str, K: int | 
     return _finish(points.with_columns(series.alias("series"), pl.col("M").alias("x")), figure)
 
 
+def side_by_side_models(summary: pl.DataFrame, figure: str) -> list[str]:
+    """The models with middle-layer variants, decoders first, then encoders (fine-tuned: a train_seed)."""
+    middle = summary.filter(pl.col("variant").is_in(MIDDLE_VARIANTS) & (pl.col("benchmark") != MEDIAN))
+    encoders = set(middle.filter(pl.col("train_seed").is_not_null())["model"].to_list())
+    models = sorted(set(middle["model"].to_list()), key=lambda m: (m in encoders, m))
+    if not encoders or len(encoders) == len(models):
+        raise ValueError(f"figure {figure}: it needs middle-layer variants of a decoder and of an encoder model; "
+                         f"the summary has them for {', '.join(models) or 'no model'} (encoders: {', '.join(sorted(encoders)) or 'none'})")
+    return models
+
+
+def decoder_encoder_table(summary: pl.DataFrame, figure: str) -> pl.DataFrame:
+    """Fig 11's table of each model, in side_by_side_models order (each model its own K)."""
+    return pl.concat([all_variants_table(summary, model, figure) for model in side_by_side_models(summary, figure)])
+
+
 def skip_switch_table(summary: pl.DataFrame, model: str, figure: str) -> pl.DataFrame:
     rows = _scores(summary, (pl.col("model") == model) & pl.col("variant").is_in(["skip_layer", "switch"]), figure,
                    f"skip_layer-L* and switch-L* plans for model {model}", normalized=False)
@@ -227,7 +262,9 @@ def heatmap_table(summary: pl.DataFrame, model: str, figure: str) -> pl.DataFram
 
 
 def skip_fraction_table(summary: pl.DataFrame, figure: str) -> pl.DataFrame:
-    rows = _scores(summary, pl.col("variant") == "skip", figure, "skip plans of several models")
+    # the lm-eval (decoder) models: encoders are scored on other benchmarks, so no median spans both
+    rows = _scores(summary, (pl.col("variant") == "skip") & pl.col("train_seed").is_null(), figure,
+                   "skip plans of several decoder models")
     benchmarks = common_benchmarks(rows, figure)
     points = _over_seeds(_medians(rows, benchmarks), ["model", "variant", "benchmark", "benchmarks", "fraction"])
     return _finish(points.with_columns(pl.col("model").alias("series"), pl.col("fraction").alias("x")), figure)
@@ -280,6 +317,8 @@ def table(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.D
         return heatmap_table(summary, model, figure)
     if figure == "whole_stack":
         return whole_stack_table(summary, model, figure)
+    if figure == "decoder_encoder":
+        return decoder_encoder_table(summary, figure)
     return skip_fraction_table(summary, figure)
 
 
@@ -455,6 +494,13 @@ def render(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.
     style = style or {}
     sns.set_theme(context=style.get("context", "notebook"), style="whitegrid", palette=style.get("palette", "colorblind"))
     matplotlib.rcParams["svg.hashsalt"] = "painters"  # fixed SVG element ids: same input, same file
+    if figure == "decoder_encoder":  # one panel per model, in the table's order
+        panels = list(dict.fromkeys(plotted["model"].to_list()))
+        fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5), squeeze=False)
+        for name, ax in zip(panels, axes[0]):
+            draw_all_variants(plotted.filter(pl.col("model") == name), name, figure, ax)
+        fig.tight_layout()
+        return fig, plotted
     fig, ax = plt.subplots(figsize=(8, 6) if figure in ("fig03_similarity", "fig10_heatmap") else (8, 5))
     DRAW[figure](plotted, model, figure, ax)
     fig.tight_layout()
@@ -510,7 +556,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("figures", help="draw one of the study's figures from the summary table")
     parser.add_argument("--summary", required=True, help="summary parquet from `painters aggregate`")
     parser.add_argument("--similarity", help="similarity parquet (fig03_similarity)")
-    parser.add_argument("--model", required=True, help="model name, or `all` for skip_fraction")
+    parser.add_argument("--model", required=True, help="model name, or `all` for skip_fraction and decoder_encoder")
     parser.add_argument("--figure", required=True, choices=FIGURES)
     parser.add_argument("--out", required=True, help="PNG path; the SVG and the plotted table (CSV) go beside it")
     parser.add_argument("--k", type=int, help="the K of looped parallel drawn in fig09 and fig11 (default: the K with "

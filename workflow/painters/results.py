@@ -171,7 +171,8 @@ def stale_reason(recorded: dict, wanted: dict) -> str | None:
     """Why a finished score no longer stands for the settings asked for now, or None if it does.
 
     `recorded`: the score file's settings columns; `wanted`: the settings asked for now
-    (fewshot_seed, limit, bootstrap_iters, dtype, max_gen_toks). A few-shot score depends on
+    (fewshot_seed, limit, bootstrap_iters, dtype, max_gen_toks; for a fine-tuned GLUE score
+    `training`, the fine-tuning settings, compared with those its `settings` record). A few-shot score depends on
     the few-shot seed: one made with another, or before painters seeded the sampler (no
     recorded seed: its examples were drawn from an OS-seeded generator), is stale; a 0-shot
     score does not depend on it. max_gen_toks counts for generate_until scores only. A
@@ -190,15 +191,24 @@ def stale_reason(recorded: dict, wanted: dict) -> str | None:
     asked = json.loads(recorded["settings"]) if recorded.get("settings") else {}
     if "dtype" in asked and asked["dtype"] != wanted["dtype"]:
         return f"made with dtype {asked['dtype']}, the config asks for {wanted['dtype']}"
+    if "training" in asked and asked["training"] != wanted.get("training"):
+        return "fine-tuned with " + _changed_settings(asked["training"], wanted.get("training") or {})
     generative = recorded.get("generation_kwargs") is not None
     if generative and "max_gen_toks" in asked and asked["max_gen_toks"] != wanted["max_gen_toks"]:
         return f"made with max_gen_toks {_shown(asked['max_gen_toks'])}, the config asks for {_shown(wanted['max_gen_toks'])}"
     return None
 
 
+def _changed_settings(recorded: dict, wanted: dict) -> str:
+    changed = sorted(key for key in {*recorded, *wanted} if recorded.get(key) != wanted.get(key))
+    return "; ".join(f"{key} {_shown(recorded.get(key))}, the config asks for {_shown(wanted.get(key))}" for key in changed)
+
+
 def _shown(value) -> str:
     if value is None:
         return "none"
+    if isinstance(value, (bool, str)):
+        return str(value)
     return str(int(value)) if float(value).is_integer() else str(value)
 
 

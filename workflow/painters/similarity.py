@@ -34,7 +34,7 @@ def similarity_frame(model_name: str, matrix) -> pl.DataFrame:
 
 
 def compute(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 16):
-    """The mean cosine matrix over `texts` for a loaded causal LM (layer outputs, embeddings excluded)."""
+    """The mean cosine matrix over `texts` for a loaded causal LM or encoder (layer outputs, embeddings excluded)."""
     import torch
 
     from painters import plan, surgery
@@ -59,6 +59,7 @@ def run_command(args) -> int:
     import torch
     import transformers
 
+    from painters import sweep
     from painters.evaluate import check_model_source
     from painters.results import write_atomic
 
@@ -71,7 +72,10 @@ def run_command(args) -> int:
         raise ValueError(f"--texts {args.texts} has no non-empty lines")
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
+    config = transformers.AutoConfig.from_pretrained(args.model)
+    # an encoder's hidden states come from its base model (it has no language-model head to load)
+    loader = transformers.AutoModel if sweep.model_kind(config.to_dict()) == "encoder" else transformers.AutoModelForCausalLM
+    model = loader.from_pretrained(args.model, dtype=dtype)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     matrix = compute(model, tokenizer, texts, max_length=args.max_length)

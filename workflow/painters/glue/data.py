@@ -36,8 +36,9 @@ def read_rows(path: Path) -> list[dict]:
 
     readers = {
         ".jsonl": lambda: pl.read_ndjson(path),
-        ".csv": lambda: pl.read_csv(path),
-        ".tsv": lambda: pl.read_csv(path, separator="\t", quote_char=None),
+        # text stays text (a sentence "7" is not a number); labels are converted where used
+        ".csv": lambda: pl.read_csv(path, infer_schema=False),
+        ".tsv": lambda: pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False),
         ".parquet": lambda: pl.read_parquet(path),
     }
     return readers[path.suffix]().to_dicts()

@@ -99,7 +99,11 @@ def freeze_base(model) -> None:
     base = model.base_model
     for parameter in base.parameters():
         parameter.requires_grad_(False)
-    model.register_forward_pre_hook(lambda module, args: base.eval())
+
+    def keep_eval(module, args):  # returns None: the inputs stay as they are
+        base.eval()
+
+    model.register_forward_pre_hook(keep_eval)
 
 
 def training_arguments(settings: TrainingSettings, seed: int, device: str, output_dir: str, steps: int):
@@ -147,7 +151,7 @@ def train_and_predict(model, plan: plans_module.Plan, train_set, eval_set, setti
 
 
 def score_rows(*, name, model_id, plan, depth, task, train_seed, predictions, labels, chance, settings, data_hash, dtype,
-               device, seconds) -> list[dict]:
+               dtype_asked, device, seconds) -> list[dict]:
     """One row per metric, in the score format of painters.results."""
     from datetime import datetime, timezone
 
@@ -164,7 +168,7 @@ def score_rows(*, name, model_id, plan, depth, task, train_seed, predictions, la
             "value": value, "stderr": tasks.accuracy_stderr(predictions, labels) if metric == "acc" else None,
             "higher_is_better": True, "random_baseline": chance[metric], "n_samples": len(labels), "limit": None,
             "num_fewshot": 0, "fewshot_seed": None, "prompt_hash": data_hash, "generation_kwargs": None,
-            "settings": json.dumps({"dtype": dtype, "training": settings.recorded()}, sort_keys=True),
+            "settings": json.dumps({"dtype": dtype_asked, "training": settings.recorded()}, sort_keys=True),
             "batch_size": str(settings.batch_size), "batch_size_used": settings.batch_size, "bootstrap_iters": None,
             "dtype": dtype, "device": device, "seconds": seconds, **results.versions(), "timestamp": now,
         })
@@ -245,7 +249,7 @@ def run_command(args) -> int:
         seconds = time.perf_counter() - started
         rows = score_rows(name=args.name, model_id=args.model, plan=plan, depth=depth, task=task, train_seed=args.seed,
                           predictions=np.asarray(predictions).tolist(), labels=labels, chance=chance, settings=settings,
-                          data_hash=data_hash, dtype=dtype, device=device, seconds=seconds)
+                          data_hash=data_hash, dtype=dtype, dtype_asked=args.dtype, device=device, seconds=seconds)
         results.write_atomic(results.scores_frame(rows), path)
         shown = ", ".join(f"{row['metric']} {row['value']:.4f}" for row in rows)
         print(f"{plan.key}: {shown} (chance {', '.join(f'{v:.3f}' for v in chance.values())}) in {seconds:.1f} s -> {path}",

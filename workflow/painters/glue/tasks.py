@@ -90,11 +90,12 @@ def accuracy_stderr(predictions: Sequence, labels: Sequence) -> float:
 
 def chance_levels(task: GlueTask, labels: Sequence) -> dict[str, float]:
     """What each metric scores without the model: always the validation split's majority class
-    (accuracy, F1), and 0 for the correlations (MCC, Pearson, Spearman), which a constant or
+    (accuracy, F1; on a tie the smaller label), and 0 for the correlations (MCC, Pearson, Spearman), which a constant or
     random prediction scores in expectation. 0 of the normalized scores."""
     if task.is_regression:
         return {name: 0.0 for name in task.metrics}
-    majority = Counter(labels).most_common(1)[0][0]
+    counts = Counter(labels)
+    majority = min(counts, key=lambda label: (-counts[label], label))  # a tie: the smaller label, whatever the row order
     constant = [majority] * len(labels)
     levels = metric_values(task, constant, labels) if "f1" in task.metrics or "acc" in task.metrics else {}
     return {name: (0.0 if name == "mcc" else levels[name]) for name in task.metrics}
