@@ -30,10 +30,14 @@ def test_paper_dry_run_plans_every_job(tmp_path):
     seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr
     jobs = planned_jobs(result)
-    assert len(planned_scores(result)) == (240 + 1) * 6 + 378 * 6 + 63 + 301 * 6 + 79 + 601 * 6 + 159 == 9427
+    decoders = (240 + 1) * 6 + 378 * 6 + 63 + 301 * 6 + 79 + 601 * 6 + 159
+    # BERT-Large: (4 variants x 12 N + 3 seeds x 12 + 12 looped + baseline) x 7 GLUE tasks + 47 per-layer plans on RTE
+    encoder = (4 * 12 + 3 * 12 + 12 + 1) * 7 + 24 + 23
+    assert len(planned_scores(result)) == decoders + encoder == 10153
     # grouped into jobs of one model and benchmark (a model load each): a few hundred
     assert 6 * 3 < jobs["evaluate"] <= 400
-    assert jobs["figure_fig10_heatmap"] == 1 and jobs["figure_skip_fraction"] == 1
+    assert jobs["finetune"] == encoder  # glue.plans_per_job 1: one fine-tuning run per Slurm job
+    assert jobs["figure_fig10_heatmap"] == 1 and jobs["figure_skip_fraction"] == 1 and jobs["figure_decoder_encoder"] == 1
     print(f"paper dry-run: {jobs['evaluate']} evaluation jobs for 9427 scores, {sum(jobs.values())} jobs in {seconds:.1f} s")
 
 
@@ -44,7 +48,17 @@ def test_paper_dry_run_plans_every_job(tmp_path):
         ({"modles": {}}, r"config top level: unknown key\(s\) 'modles'; valid keys: results, reports, demo, models,"),
         ({"sweeps": [{"variants": ["skipp"]}]}, r"'skipp' is not one of \['baseline', 'skip'"),
         ({"sweeps": [{"variants": ["skip"], "K": [0]}]}, r"config sweeps\.0\.K\.0: 0 is less than the minimum of 1"),
-        ({"benchmarks": []}, r"config benchmarks: \[\] should be non-empty"),
+        ({"benchmarks": []}, r"benchmarks: none given, but demo are decoders, scored on lm-eval benchmarks"),
+        ({"glue": {"tasks": ["rtee"]}}, r"glue\.tasks: unknown task\(s\) rtee \(valid: cola, sst2, mrpc"),
+        ({"glue": {"tasks": ["mine"], "custom_tasks": {"mine": "sst2"}}}, r"glue\.custom_tasks mine read local files: set glue\.data_dir"),
+        ({"glue": {"data_dir": "./no-glue"}}, r"glue\.data_dir './no-glue': no such folder"),
+        ({"glue": {"custom_tasks": {"mine": "sst3"}}}, r"'sst3' is not one of \['cola', 'sst2'"),
+        ({"models": {"demo": {"path": "results/demo/model"}, "enc": {"path": "{minilm_l6}", "device": "cpu"}},
+          "glue": {"fp16": True}}, r"glue\.fp16 needs a GPU, but models\.enc\.device is cpu"),
+        ({"sweeps": [{"variants": ["skip"], "benchmarks": ["rte"], "models": ["demo"]}]},
+         r"model demo is a decoder and needs lm-eval benchmarks \(the config's benchmarks\); the grid gives rte"),
+        ({"sweeps": [{"variants": ["skip"], "benchmarks": ["demo_rte"]}]},
+         r"\['demo_rte'\] are neither in benchmarks \(valid: demo_choice, demo_cloze\) nor GLUE tasks \(valid: cola"),
         ({"sweeps": [{"variants": ["skip"], "models": ["llama"]}]}, r"sweeps\[0\]\.models: \['llama'\] not in models \(valid: demo\)"),
         ({"sweeps": [{"variants": ["skip"], "N": [7]}]}, r"N=7 .*12-layer model.*0\.\.5"),
         ({"sweeps": [{"variants": ["parallel"], "M": [4]}]}, r"M \[4\] is not possible on model demo \(12 layers\)"),

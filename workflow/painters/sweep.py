@@ -97,14 +97,21 @@ def model_kind(config: Mapping) -> str:
 
 
 def configured_model_kind(config: Mapping, model_name: str) -> str:
-    """A configured model's kind: `models.NAME.kind` where given, else read from its config.json
-    (the demo's decoder, built by the workflow, is a decoder)."""
+    """A configured model's kind: `models.NAME.kind` where given, else read from its config.json.
+    The demo's decoder (built by the workflow) is a decoder; so is a model whose config.json is
+    not at hand but whose `num_layers` is given (set `kind: encoder` for an encoder not yet downloaded)."""
     model = config["models"][model_name]
     if model.get("kind"):
         return model["kind"]
     if model["path"] == f"{config.get('results', 'results')}/demo/model":
         return "decoder"
-    return model_kind(json.loads(model_config_file(model_name, model).read_text()))
+    try:
+        config_file = model_config_file(model_name, model)
+    except ValueError:
+        if model.get("num_layers") is not None:
+            return "decoder"
+        raise
+    return model_kind(json.loads(config_file.read_text()))
 
 
 def depth_of_config(config: Mapping) -> int | None:
@@ -272,7 +279,7 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
             if not own:
                 if "models" in grid:  # the grid names this model: its benchmarks cannot be for another kind
                     needs = "GLUE tasks" if encoder else "lm-eval benchmarks (the config's benchmarks)"
-                    raise ValueError(f"{grid_name}: model {model} is an {'encoder' if encoder else 'decoder'} and needs "
+                    raise ValueError(f"{grid_name}: model {model} is {'an encoder' if encoder else 'a decoder'} and needs "
                                      f"{needs}; the grid gives {', '.join(grid.get('benchmarks', benchmarks)) or 'none'}")
                 continue
             for plan in plans_of_grid(grid, grid_name, model, depths[model]):

@@ -79,6 +79,9 @@ check_config()
 
 DEPTHS = {name: sweep.model_depth(config, name) for name in MODELS}
 KINDS = {name: sweep.configured_model_kind(config, name) for name in MODELS}
+if not config["benchmarks"] and "decoder" in KINDS.values():
+    raise ValueError(f"benchmarks: none given, but {', '.join(n for n in MODELS if KINDS[n] == 'decoder')} "
+                     "are decoders, scored on lm-eval benchmarks: give some (or disable those models)")
 JOBS = sweep.expand_jobs(config, DEPTHS, KINDS)
 if GLUE["fp16"]:
     for name in MODELS:

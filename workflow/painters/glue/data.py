@@ -45,7 +45,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def load_split(task: GlueTask, split: str, data_dir: str | Path | None = None) -> list[dict]:
-    """The rows of one split, each with the task's text columns and `label`."""
+    """The rows of one split: the task's text columns (strings) and `label` (a class id, or a float for STS-B)."""
     if data_dir is not None:
         path = split_file(data_dir, task, split)
         rows = read_rows(path)
@@ -67,7 +67,22 @@ def load_split(task: GlueTask, split: str, data_dir: str | Path | None = None) -
     if not rows or missing:
         raise ValueError(f"GLUE task {task.name}, split {split} ({where}): "
                          + (f"no column(s) {', '.join(missing)}" if rows else "no rows"))
-    return rows
+    # only what the task reads, typed alike whatever the file type (so is the data's fingerprint)
+    label_type = float if task.is_regression else int
+    try:
+        return [{**{c: str(row[c]) for c in task.text_columns}, "label": label_type(row["label"])} for row in rows]
+    except (TypeError, ValueError):
+        bad = next(row["label"] for row in rows if not _converts(label_type, row["label"]))
+        raise ValueError(f"GLUE task {task.name}, split {split} ({where}): label {bad!r} is not "
+                         f"{'a number' if task.is_regression else 'a class id'}") from None
+
+
+def _converts(kind, value) -> bool:
+    try:
+        kind(value)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def fingerprint(*splits: list[dict]) -> str:
