@@ -20,7 +20,7 @@ def row(model, plan_key, benchmark, metric, value, random_baseline, higher=True,
     return {
         "model": model, "model_id": f"/models/{model}", "plan": plan_key, "variant": p.variant, "N": p.N,
         "M": p.affected(T), "K": p.K, "seed": p.seed, "layer": p.layer, "percent": p.percent, "num_layers": T,
-        "benchmark": benchmark, "metric": metric, "filter": filter_name, "value": value, "stderr": 0.01,
+        "benchmark": benchmark, "train_seed": None, "metric": metric, "filter": filter_name, "value": value, "stderr": 0.01,
         "higher_is_better": higher, "random_baseline": random_baseline, "n_samples": 100, "limit": 100.0,
         "num_fewshot": 0, "fewshot_seed": 1234, "prompt_hash": "0" * 16, "generation_kwargs": None,
         "settings": '{"dtype": "float32", "max_gen_toks": null}', "batch_size": "16", "batch_size_used": 16,
@@ -147,7 +147,11 @@ def test_no_scores_names_the_folder(tmp_path):
         aggregate.read_scores(tmp_path)
 
 
-@pytest.mark.parametrize("figure", [f for f in figures.FIGURES if f != "fig03_similarity"])
+# decoder_encoder needs an encoder too: its own tests below
+ONE_KIND_FIGURES = [f for f in figures.FIGURES if f not in ("fig03_similarity", "decoder_encoder")]
+
+
+@pytest.mark.parametrize("figure", ONE_KIND_FIGURES)
 def test_every_figure_renders_png_and_svg(summary, tmp_path, figure):
     fig = figures.draw(figure, summary, "all" if figure == "skip_fraction" else "tiny")
     png, svg = figures.save_atomic(fig, tmp_path / f"{figure}.png", dpi=60)
@@ -344,7 +348,7 @@ def test_the_cli_writes_the_plotted_table_beside_the_png_and_is_deterministic(su
     assert (facts.benchmarks, facts.seeds, facts.K) == (["choice", "cloze"], [], [3])
 
 
-@pytest.mark.parametrize("figure", [f for f in figures.FIGURES if f != "fig03_similarity"])
+@pytest.mark.parametrize("figure", ONE_KIND_FIGURES)
 def test_captions_name_what_the_figure_plotted(summary, tmp_path, figure):
     from pathlib import Path
     from types import SimpleNamespace
@@ -367,3 +371,101 @@ def test_captions_name_what_the_figure_plotted(summary, tmp_path, figure):
         assert "K plotted: 3;" in text
     if figure == "fig10_heatmap":
         assert "K plotted: 1, 2, 3;" in text
+
+
+# ---- fine-tuned (GLUE) scores: a fine-tuning seed each
+
+
+def glue_row(model, plan_key, task, metric, value, chance, train_seed):
+    return {**row(model, plan_key, task, metric, value, chance), "train_seed": train_seed, "limit": None,
+            "fewshot_seed": None, "bootstrap_iters": None}
+
+
+# task -> {plan: value per fine-tuning seed}; the baseline differs between seeds
+GLUE_VALUES = {
+    "rte": {"baseline": (0.70, 0.80), "skip-N1": (0.60, 0.50), "skip-N2": (0.65, 0.75)},
+    "cola": {"baseline": (0.50, 0.40), "skip-N1": (0.10, 0.30), "skip-N2": (0.45, 0.30)},
+}
+GLUE_CHANCE = {"rte": ("acc", 0.5), "cola": ("mcc", 0.0)}
+
+
+@pytest.fixture(scope="module")
+def mixed_summary(tmp_path_factory):
+    """The synthetic decoder scores of `tiny`, and an encoder `enc` fine-tuned with seeds 0 and 1."""
+    folder = tmp_path_factory.mktemp("mixed")
+    write_scores(folder)
+    for task, values in GLUE_VALUES.items():
+        metric, chance = GLUE_CHANCE[task]
+        for plan_key, per_seed in values.items():
+            for seed, value in enumerate(per_seed):
+                write_atomic(scores_frame([glue_row("enc", plan_key, task, metric, value, chance, seed)]),
+                             score_path(folder, "enc", plan_key, task, seed))
+    return aggregate.summarize(aggregate.read_scores(folder / "scores"))
+
+
+def glue_normalized(task, plan_key, seed):
+    _, chance = GLUE_CHANCE[task]
+    return (GLUE_VALUES[task][plan_key][seed] - chance) / (GLUE_VALUES[task]["baseline"][seed] - chance)
+
+
+def test_a_fine_tuned_score_is_normalized_by_the_baseline_of_its_own_seed(mixed_summary):
+    rows = mixed_summary.filter((pl.col("model") == "enc") & (pl.col("plan") == "skip-N1") & (pl.col("benchmark") == "rte"))
+    by_seed = dict(zip(rows["train_seed"], rows["normalized"]))
+    assert by_seed == pytest.approx({0: glue_normalized("rte", "skip-N1", 0), 1: glue_normalized("rte", "skip-N1", 1)})
+
+
+def test_the_median_over_tasks_is_taken_of_the_mean_over_seeds(mixed_summary):
+    median = mixed_summary.filter((pl.col("model") == "enc") & (pl.col("plan") == "skip-N1") & (pl.col("benchmark") == "median"))
+    means = [statistics.mean(glue_normalized(task, "skip-N1", seed) for seed in (0, 1)) for task in GLUE_VALUES]
+    assert median["normalized"].to_list() == pytest.approx([statistics.median(means)])
+    assert median["n_samples"].to_list() == [2]  # two tasks
+    decoder = mixed_summary.filter(pl.col("model") == "tiny")
+    assert decoder["train_seed"].null_count() == len(decoder)
+
+
+def test_figures_draw_a_fine_tuned_score_as_its_mean_over_seeds_with_their_spread(mixed_summary):
+    plotted = figures.table("fig04_skip", mixed_summary, "enc")
+    point = plotted.filter((pl.col("benchmark") == "rte") & (pl.col("x") == 5)).row(0, named=True)  # skip-N1: M = 8 - 2 - 1
+    values = GLUE_VALUES["rte"]["skip-N1"]
+    normalized = [glue_normalized("rte", "skip-N1", seed) for seed in (0, 1)]
+    assert point["y"] == pytest.approx(statistics.mean(normalized))
+    # the stderr is the spread of the mean over the two seeds, scaled like the value
+    spread = statistics.stdev(values) / math.sqrt(2)
+    assert point["stderr"] == pytest.approx(spread / statistics.mean([0.70 - 0.5, 0.80 - 0.5]))
+    assert len(plotted.filter(pl.col("benchmark") == "rte")) == 2  # one point per M, seeds folded
+
+
+def test_decoders_and_encoders_side_by_side_decoders_first(mixed_summary, tmp_path):
+    plotted = figures.table("decoder_encoder", mixed_summary, "all")
+    assert list(dict.fromkeys(plotted["model"].to_list())) == ["tiny", "enc"]
+    enc = plotted.filter(pl.col("model") == "enc")
+    assert set(enc["benchmarks"].to_list()) == {"cola;rte"}  # each panel spans its own model's benchmarks
+    fig, _ = figures.render("decoder_encoder", mixed_summary, "all")
+    assert [ax.get_title() for ax in fig.axes] == ["tiny: all variants", "enc: all variants"]
+    png, svg = figures.save_atomic(fig, tmp_path / "decoder_encoder.png", dpi=60)
+    assert png.read_bytes()[:4] == b"\x89PNG" and svg.is_file()
+    with pytest.raises(ValueError, match="needs middle-layer variants of a decoder and of an encoder"):
+        figures.table("decoder_encoder", mixed_summary.filter(pl.col("model") == "tiny"), "all")
+
+
+def test_skip_across_model_sizes_leaves_the_encoders_out(mixed_summary):
+    plotted = figures.table("skip_fraction", mixed_summary, "all")
+    assert set(plotted["series"]) == {"tiny"}
+
+
+def test_a_fine_tuned_score_is_stale_when_a_training_setting_differs(tmp_path):
+    from painters.glue.finetune import TrainingSettings
+    from painters.results import stale_scores
+
+    import json
+
+    path = score_path(tmp_path, "enc", "skip-N1", "rte", 0)
+    trained = TrainingSettings(learning_rate=2e-5)
+    recorded = {**glue_row("enc", "skip-N1", "rte", "acc", 0.6, 0.5, 0),
+                "settings": json.dumps({"dtype": "float32", "training": trained.recorded()})}
+    write_atomic(scores_frame([recorded]), path)
+    wanted = {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": "float32", "max_gen_toks": None}
+    assert stale_scores([str(path)], {**wanted, "training": trained.recorded()}) == {}
+    stale = stale_scores([str(path)], {**wanted, "training": TrainingSettings(learning_rate=3e-4, mode="frozen").recorded()})
+    assert stale[str(path)][0] == ("fine-tuned with learning_rate 2e-05, the config asks for 0.0003; "
+                                   "mode finetune, the config asks for frozen")

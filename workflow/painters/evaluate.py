@@ -405,6 +405,7 @@ class Session:
                         "percent": plan.percent,
                         "num_layers": self.num_layers,
                         "benchmark": task_name,
+                        "train_seed": None,
                         "metric": metric,
                         "filter": filter_name,
                         "value": _number(value),
