@@ -53,8 +53,12 @@ class TrainingSettings:
         return self.frozen_learning_rate if self.mode == "frozen" else self.learning_rate
 
     def recorded(self) -> dict:
-        """What a score records of how it was trained (results.stale_reason compares it)."""
-        return asdict(self)
+        """What a score records of how it was trained (results.stale_reason compares it): the
+        learning rate in use, so that the other mode's rate is not a setting of the score."""
+        recorded = asdict(self)
+        recorded["learning_rate"] = recorded.pop("frozen_learning_rate") if self.mode == "frozen" else self.learning_rate
+        recorded.pop("frozen_learning_rate", None)
+        return recorded
 
 
 def check_settings(settings: TrainingSettings, device: str) -> None:
