@@ -139,10 +139,7 @@ def test_sweep_command_reads_the_demo_depth_from_the_config(capsys):
     """The demo model does not exist before the workflow builds it: its depth is demo.layers."""
     from pathlib import Path
 
-    import yaml
-
     from painters import cli
-
     from painters.sweep import read_config
 
     configfile = Path(__file__).resolve().parent.parent / "config/config.yaml"

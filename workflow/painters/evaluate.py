@@ -191,7 +191,7 @@ class Session:
 
         from painters.engine import SweepLM
 
-        from painters import benchmarks, results, surgery, sweep
+        from painters import benchmarks, results, surgery
 
         check_model_source(spec.model)
         check_kind(spec.model, "decoder", "lm-eval benchmarks", spec.trust_remote_code)

@@ -51,7 +51,8 @@ for figure_name in ALL_FIGURES:
             # shown in the caption: the benchmarks, seeds and K the figure plotted, read from its
             # table when the report is made (an object, so the rerun trigger leaves it out)
             plotted=lambda w, output: painters_figures.PlottedFacts(output.table),
-            limit=config.get("limit"),
+            # lm-eval's limit; an encoder's GLUE scores have none (glue.max_eval_samples is a training setting)
+            limit=lambda w: None if KINDS.get(w.model) == "encoder" else config.get("limit"),
         localrule: True
         conda:
             "../../envs/painters.yaml"

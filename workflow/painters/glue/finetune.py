@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from painters import plan as plans_module
 from painters.glue import data, tasks
@@ -76,9 +75,9 @@ def check_settings(settings: TrainingSettings, device: str) -> None:
 
 def check_plans(keys: list[str], depth: int) -> list[plans_module.Plan]:
     """Every plan parsed and checked against the model's depth, before any training."""
-    if not keys:
-        raise ValueError("no plans given (--plans KEY [KEY ...]), e.g. baseline skip-N2")
-    plans = [plans_module.parse(key) for key in keys]
+    from painters.evaluate import check_plan_keys
+
+    plans = check_plan_keys(keys)
     for plan in plans:
         try:
             plan.schedule(depth)
