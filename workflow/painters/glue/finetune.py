@@ -217,6 +217,11 @@ def run_command(args) -> int:
                                 max_seq_length=args.max_seq_length, fp16=args.fp16,
                                 max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples)
     check_settings(settings, device)
+    if device.startswith("cuda") and torch.cuda.device_count() > 1:
+        # the Trainer would replicate the model over every visible GPU (DataParallel), and a parallel
+        # step's calls share one state object across the replicas
+        raise ValueError(f"painters finetune trains on one GPU, but {torch.cuda.device_count()} are visible: give the job "
+                         "one (resources.gpu: 1, or CUDA_VISIBLE_DEVICES)")
     depth = sweep.depth_of_config(
         transformers.AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code).to_dict())
     plans = check_plans(args.plans, depth)
