@@ -7,21 +7,10 @@ import shutil
 import polars as pl
 import pytest
 
-from workflow_helpers import REDUCED, changed, planned_jobs, planned_scores, score_mtimes, snakemake, write_config
+from workflow_helpers import ENCODER_RUN, REDUCED, changed, planned_jobs, planned_scores, score_mtimes, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
-ENCODER_RUN = {
-    "demo": {"enabled": True, "seed": 0},
-    "models": {"minilm": {"path": "{minilm_l6}", "dtype": "float32", "device": "cpu",
-                          "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 10, "cpus_per_task": 1}}},
-    "glue": {"tasks": ["demo_sentiment"], "custom_tasks": {"demo_sentiment": "sst2"}, "data_dir": "{results}/demo/glue",
-             "seeds": [0], "epochs": 1, "learning_rate": 3.0e-4, "batch_size": 16, "max_seq_length": 16,
-             "max_train_samples": 32, "max_eval_samples": 40, "plans_per_job": 2},
-    "sweeps": [{"variants": ["skip"], "N": [0, 1]}],
-    "similarity": {"texts": None},
-    "figures": {"dpi": 60},
-}
 PLANS = {"baseline", "skip-N0", "skip-N1"}
 
 

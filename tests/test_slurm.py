@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from workflow_helpers import (
+    ENCODER_RUN,
     REPO,
     changed,
     offline_environment,
@@ -202,3 +203,29 @@ def test_a_job_over_its_memory_is_retried_with_more(slurm_run):
     assert f"mem={400 * len(attempts)}M" in attempts[-1]["Tres"]
     killed_logs = [log for folder in (workdir / "results/logs/slurm").glob("rule_evaluate_demo_*") for log in folder.rglob("*.log")]
     assert any("exceeded memory limit" in log.read_text() for log in killed_logs)
+
+
+# The encoder half on Slurm: the real MiniLM-L6 fine-tuned under two plans, one fine-tuning job
+# asking for a GPU as config/paper.yaml's BERT-Large does.
+def encoder_cluster_config():
+    return changed(lambda c: (c["models"]["minilm"]["resources"].update(gpu=1, mem_mb=3000, runtime=10, cpus_per_task=1),
+                              c.update(sweeps=[{"variants": ["skip"], "N": [1]}])), ENCODER_RUN)
+
+
+def test_a_fine_tuning_job_runs_through_sbatch_and_scores_as_locally(tmp_path):
+    config = encoder_cluster_config()
+    local = tmp_path / "local"
+    local.mkdir()
+    result = snakemake(local, "--cores", "2", "--configfile", str(write_config(local, config)), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cluster = tmp_path / "slurm"
+    cluster.mkdir()
+    result = run_on_slurm(cluster, write_config(cluster, config))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    (job_id,) = submitted(output, "finetune_minilm")
+    assert job_records()[job_id]["JobState"] == "COMPLETED"
+    (log,) = (cluster / "results/logs/finetune/minilm").rglob("*.log")
+    assert re.search(rf"Slurm job {job_id}, CUDA_VISIBLE_DEVICES=0\n", log.read_text()), log.read_text()[:500]
+    assert len(score_files(cluster)) == 2  # baseline and skip-N1 on demo_sentiment, seed 0
+    assert values(cluster).equals(values(local))  # the same fine-tuning, the same scores

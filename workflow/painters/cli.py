@@ -15,6 +15,7 @@ COMMANDS = {
     "evaluate": "painters.evaluate",
     "finetune": "painters.glue.finetune",
     "demo-glue": "painters.demo.glue_tasks",
+    "train-vision": "painters.layershuffle.training",
     "demo-data": "painters.demo.data",
     "demo-model": "painters.demo.train",
     "similarity": "painters.similarity",

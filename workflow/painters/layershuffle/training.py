@@ -1,0 +1,333 @@
+"""Training a vision transformer the LayerShuffle way, on the core's plans and surgery.
+
+Every batch runs a plan drawn for it (`batch_plan`), applied with `painters.surgery.apply`:
+
+- `sequential`: the baseline plan (ordinary fine-tuning);
+- `layershuffle`: all layers in a new random order (as the official code's `torch.randperm` per
+  forward);
+- `layershuffle_position`: the same, and each layer's input gets a learned embedding of its current
+  position: 32 numbers (zero at first) concatenated with the input, projected back to the hidden
+  size by the layer's own LayerNorm-Linear-GELU, added to the input;
+- `layershuffle_predict`: the same order, and each layer's own head (LayerNorm-Linear) predicts its
+  current position from its output averaged over tokens; the cross-entropy is added to the loss;
+- `layerdrop`: the layers in order, each dropped with probability p (Fan et al., arXiv 1909.11556).
+
+The draw of a batch depends on (seed, step) only, and so does its data (a permutation per epoch),
+so a run resumed from a checkpoint continues exactly where it stopped: checkpoints hold the model,
+the position modules, the optimizer, the schedule and the RNG state, written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from painters import plan as plans_module
+from painters import surgery
+
+VARIANTS = ("sequential", "layershuffle", "layershuffle_position", "layershuffle_predict", "layerdrop")
+BASELINE = plans_module.parse("baseline")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    variant: str = "sequential"
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    layerdrop: float = 0.2  # LayerDrop's p
+    position_dim: int = 32
+    checkpoint_every: int = 100
+
+    def check(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown training variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        for name in ("steps", "batch_size", "checkpoint_every", "position_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
+        if not 0 < self.learning_rate:
+            raise ValueError(f"learning_rate {self.learning_rate} must be > 0")
+        if not 0 <= self.layerdrop < 1:
+            raise ValueError(f"layerdrop {self.layerdrop} must be in [0, 1)")
+
+    def recorded(self) -> dict:
+        return asdict(self)
+
+
+def _generator(seed: int, *stream: int) -> torch.Generator:
+    """A generator for one (seed, stream...) draw: the same numbers whatever ran before (resumable)."""
+    value = seed
+    for part in stream:
+        value = (value * 1_000_003 + part) % (2**63 - 1)
+    return torch.Generator().manual_seed(value)
+
+
+def batch_plan(variant: str, depth: int, seed: int, step: int, layerdrop: float = 0.2) -> plans_module.Plan:
+    """The plan batch `step` of a run trains under."""
+    if variant == "sequential":
+        return BASELINE
+    generator = _generator(seed, 1, step)
+    if variant == "layerdrop":
+        kept = [i for i, drawn in enumerate(torch.rand(depth, generator=generator).tolist()) if drawn >= layerdrop]
+        # all dropped: the stack would be the identity, which a plan cannot say; one layer stays
+        order = kept or [int(torch.randint(depth, (1,), generator=generator))]
+    else:
+        order = torch.randperm(depth, generator=generator).tolist()
+    return plans_module.Plan(variant="order", order=tuple((i,) for i in order))
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The rows of batch `step`: consecutive slices of a permutation drawn per epoch."""
+    per_epoch = max(1, n // batch_size)
+    epoch, index = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=_generator(seed, 2, epoch))
+    return order[index * batch_size : (index + 1) * batch_size]
+
+
+class PositionModules(nn.Module):
+    """The extra modules of LayerShuffle-position (`encode`) and -predict (`predict`), one of each per
+    layer (they move with their layer when the order changes), and the position embedding."""
+
+    def __init__(self, hidden: int, depth: int, encode: bool, predict: bool, dim: int = 32):
+        super().__init__()
+        self.encode, self.predict = encode, predict
+        if encode:
+            self.embedding = nn.Embedding(depth, dim)
+            nn.init.zeros_(self.embedding.weight)
+            self.projections = nn.ModuleList(
+                nn.Sequential(nn.LayerNorm(hidden + dim), nn.Linear(hidden + dim, hidden), nn.GELU()) for _ in range(depth))
+        if predict:
+            self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, depth)) for _ in range(depth))
+
+
+def position_modules(model: nn.Module, settings: TrainSettings) -> PositionModules | None:
+    encode, predict = settings.variant == "layershuffle_position", settings.variant == "layershuffle_predict"
+    if not (encode or predict):
+        return None
+    hidden = model.config.hidden_size
+    return PositionModules(hidden, surgery.num_layers(model), encode, predict, settings.position_dim)
+
+
+@contextmanager
+def positions(model: nn.Module, modules: PositionModules | None, plan: plans_module.Plan):
+    """Inside `surgery.apply(model, plan)`: hooks on each call of the stack that add its position
+    embedding to its input (`encode`) and collect its position prediction (`predict`). Yields the
+    list of (logits, target position) the calls append to."""
+    predictions: list[tuple[torch.Tensor, int]] = []
+    if modules is None:
+        yield predictions
+        return
+    calls = surgery.called_layers(plan.schedule(len(modules.projections if modules.encode else modules.heads)))
+    handles = []
+    for position, (entry, layer) in enumerate(zip(surgery.layer_list(model), calls)):
+        if modules.encode:
+            handles.append(entry.register_forward_pre_hook(_encoder(modules, layer, position), with_kwargs=True))
+        if modules.predict:
+            handles.append(entry.register_forward_hook(_predictor(modules, layer, position, predictions)))
+    try:
+        yield predictions
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _encoder(modules: PositionModules, layer: int, position: int):
+    def add_position(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        embedding = modules.embedding.weight[position].expand(*hidden.shape[:-1], -1)
+        hidden = hidden + modules.projections[layer](torch.cat([hidden, embedding], dim=-1))
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
+
+    return add_position
+
+
+def _predictor(modules: PositionModules, layer: int, position: int, predictions: list):
+    def predict(module, args, output):
+        predictions.append((modules.heads[layer](surgery.output_state(output).mean(dim=1)), position))
+
+    return predict
+
+
+def forward(model: nn.Module, modules: PositionModules | None, plan: plans_module.Plan, images: torch.Tensor,
+            labels: torch.Tensor | None = None):
+    """(logits, loss) of `model` on `images` under `plan`, with the position modules' hooks; the loss
+    includes the position-prediction cross-entropy of LayerShuffle-predict."""
+    with surgery.apply(model, plan), positions(model, modules, plan) as predicted:
+        output = model(pixel_values=images, labels=labels)
+    loss = output.loss
+    if predicted and loss is not None:
+        logits = torch.cat([p for p, _ in predicted])
+        targets = torch.cat([torch.full((p.shape[0],), position, device=p.device) for p, position in predicted])
+        loss = loss + nn.functional.cross_entropy(logits, targets)
+    return output.logits, loss
+
+
+def learning_rate_factor(step: int, settings: TrainSettings) -> float:
+    """Linear warmup, then cosine decay to 0."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def save_checkpoint(path: Path, step: int, model, modules, optimizer, scheduler, settings: TrainSettings) -> None:
+    """Everything a resumed run needs, written to a temporary file beside `path` and renamed onto it."""
+    from painters.results import temp_beside
+
+    state = {"step": step, "settings": settings.recorded(), "model": model.state_dict(), "modules": modules.state_dict() if modules is not None else None,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+    tmp = temp_beside(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: TrainSettings,
+          checkpoint: Path | None = None, log=print, stop_after: int | None = None) -> tuple[PositionModules | None, list]:
+    """Train `model` (in place) as `settings.variant` says; returns its position modules and the
+    (step, loss) history. With `checkpoint`, the state is saved there every `checkpoint_every` steps
+    and a run finding one resumes from it. `stop_after`: return after that many steps of this call
+    (what a killed job does, for tests)."""
+    settings.check()
+    depth = surgery.num_layers(model)
+    modules = position_modules(model, settings)
+    parameters = list(model.parameters()) + (list(modules.parameters()) if modules is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, settings))
+    start = 0
+    torch.manual_seed(settings.seed)  # dropout, and anything else drawing from torch's global generator
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["settings"] != settings.recorded():
+            changed = sorted(k for k in state["settings"] if state["settings"][k] != settings.recorded().get(k))
+            raise ValueError(f"checkpoint {checkpoint} is of a run with other settings ({', '.join(changed)} differ); "
+                             "delete it to train from the start with these")
+        model.load_state_dict(state["model"])
+        if modules is not None:
+            modules.load_state_dict(state["modules"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+        log(f"resumed from the checkpoint of step {start} ({checkpoint})")
+    model.train()
+    history = []
+    for step in range(start, settings.steps):
+        if stop_after is not None and step - start >= stop_after:
+            break
+        rows = batch_indices(len(labels), settings.batch_size, settings.seed, step)
+        plan = batch_plan(settings.variant, depth, settings.seed, step, settings.layerdrop)
+        _, loss = forward(model, modules, plan, images[rows], labels[rows])
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        history.append((step, loss.item()))
+        done = step + 1
+        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.steps):
+            save_checkpoint(Path(checkpoint), done, model, modules, optimizer, scheduler, settings)
+        if done % max(1, settings.steps // 10) == 0:
+            log(f"step {done}/{settings.steps}: loss {float(loss):.4f}")
+    model.eval()
+    return modules, history
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, modules: PositionModules | None, plan: plans_module.Plan, images: torch.Tensor,
+             labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy of `model` on `images` under `plan` (the position modules' hooks included)."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        logits, _ = forward(model, modules, plan, images[start : start + batch_size])
+        correct += int((logits.argmax(-1) == labels[start : start + batch_size]).sum())
+    return correct / len(labels)
+
+
+# ---- `painters train-vision`: one training run (base model, variant, seed) as a workflow job
+
+
+def checkpoint_beside(out: Path) -> Path:
+    """Where a run writing `out` keeps its checkpoint: beside it (not inside: `out` appears whole, at the end)."""
+    return out.parent / f".{out.name}.checkpoint.pt"
+
+
+def save_trained(out: Path, model, modules, settings: TrainSettings, facts: dict) -> None:
+    """The trained model as a folder, published whole (painters.demo.files.building)."""
+    import json
+
+    from painters.demo.files import building
+
+    with building(out) as folder:
+        model.save_pretrained(folder / "model")
+        if modules is not None:
+            torch.save(modules.state_dict(), folder / "position_modules.pt")
+        (folder / "training.json").write_text(json.dumps({"settings": settings.recorded(), **facts}, indent=2) + "\n")
+
+
+def run_command(args) -> int:
+    import time
+
+    from painters.layershuffle import vision
+
+    settings = TrainSettings(variant=args.variant, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+                             learning_rate=args.learning_rate, weight_decay=args.weight_decay,
+                             warmup_steps=args.warmup_steps, layerdrop=args.layerdrop, checkpoint_every=args.checkpoint_every)
+    settings.check()
+    data = vision.load_data(args.data, args.data_seed)
+    if args.model == "tiny":
+        model = vision.tiny_vit(data, layers=args.layers, hidden=args.hidden, seed=args.seed)
+    else:
+        from painters.evaluate import check_model_source
+
+        check_model_source(args.model)
+        model = vision.load_vit(args.model, data.num_labels, args.trust_remote_code)
+    surgery.check_supported(model)
+    out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    modules, history = train(model, data.train_images, data.train_labels, settings, checkpoint=checkpoint_beside(out),
+                             log=lambda line: print(line, flush=True))
+    sequential = accuracy(model, modules, BASELINE, data.test_images, data.test_labels)
+    facts = {"data": args.data, "base_model": args.model, "test_accuracy_sequential": sequential,
+             "final_loss": history[-1][1] if history else None, "seconds": time.perf_counter() - started}
+    save_trained(out, model, modules, settings, facts)
+    checkpoint_beside(out).unlink(missing_ok=True)
+    print(f"{settings.variant} seed {settings.seed}: test accuracy in order {sequential:.3f} -> {out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    defaults = TrainSettings()
+    parser = subparsers.add_parser("train-vision", help="train a ViT as one LayerShuffle training variant")
+    parser.add_argument("--data", default="digits", help="image data set: digits")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
+    parser.add_argument("--model", default="tiny", help="`tiny` (a small ViT from scratch) or a ViT/DeiT folder or id")
+    parser.add_argument("--layers", type=int, default=6, help="depth of the tiny ViT")
+    parser.add_argument("--hidden", type=int, default=64, help="width of the tiny ViT")
+    parser.add_argument("--variant", default=defaults.variant, choices=VARIANTS)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    parser.add_argument("--layerdrop", type=float, default=defaults.layerdrop, help="LayerDrop's p")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--out", required=True, help="folder to write the trained model to (whole, at the end)")
+    parser.add_argument("--trust-remote-code", action="store_true")
+    parser.set_defaults(func=run_command)
