@@ -6,7 +6,7 @@ import pytest
 
 from painters import surgery
 from painters.layershuffle import training, vision
-from painters.plan import Plan
+from painters.plan import Plan, parse
 
 DEPTH = 4
 
@@ -165,3 +165,35 @@ def test_a_checkpoint_of_other_settings_is_refused(data, tmp_path):
     other = training.TrainSettings(variant="layerdrop", steps=4, batch_size=16, checkpoint_every=2, layerdrop=0.3)
     with pytest.raises(ValueError, match="other settings \\(layerdrop differ\\); delete it"):
         training.train(tiny(data), data.train_images, data.train_labels, other, checkpoint=checkpoint, log=lambda _: None)
+
+
+def test_a_trained_model_is_scored_under_every_plan_as_it_was_trained(data, tmp_path, capsys):
+    """If this fails, a saved model (or its position modules) reloads as another model, or its scores
+    do not reach the workflow's score files."""
+    import polars as pl
+
+    from painters import cli
+    from painters.layershuffle import evaluation
+
+    settings = training.TrainSettings(variant="layershuffle_position", steps=30, batch_size=32, learning_rate=2e-3)
+    model = tiny(data)
+    modules, _ = training.train(model, data.train_images, data.train_labels, settings, log=lambda _: None)
+    folder = tmp_path / "trained"
+    training.save_trained(folder, model, modules, settings, {"data": "digits", "data_seed": 0})
+    plans = ["baseline", "shuffle_all-S0", "prune-P25-S1", "reverse-N0"]
+    assert cli.main(["evaluate-vision", "--trained", str(folder), "--name", "vit.pos.s0", "--plans", *plans,
+                     "--out", str(tmp_path / "results")]) == 0
+    loaded, loaded_modules, _ = evaluation.load_trained(folder)
+    for key in plans:
+        frame = pl.read_parquet(tmp_path / f"results/scores/vit.pos.s0/{key}/digits.parquet")
+        plan = parse(key)
+        expected = training.accuracy(model, modules, plan, data.test_images, data.test_labels)
+        assert frame["value"].to_list() == [expected]
+        assert training.accuracy(loaded, loaded_modules, plan, data.test_images, data.test_labels) == expected
+        assert frame["random_baseline"][0] == pytest.approx(max(torch.bincount(data.test_labels)).item() / len(data.test_labels))
+    assert cli.main(["evaluate-vision", "--trained", str(folder), "--name", "x", "--plans", "skip-N2",
+                     "--out", str(tmp_path / "results")]) == 2
+    assert "plan skip-N2 does not fit this 4-layer model" in capsys.readouterr().err
+    assert cli.main(["evaluate-vision", "--trained", str(tmp_path), "--name", "x", "--plans", "baseline",
+                     "--out", str(tmp_path / "results")]) == 2
+    assert "not a trained model folder" in capsys.readouterr().err

@@ -16,6 +16,7 @@ COMMANDS = {
     "finetune": "painters.glue.finetune",
     "demo-glue": "painters.demo.glue_tasks",
     "train-vision": "painters.layershuffle.training",
+    "evaluate-vision": "painters.layershuffle.evaluation",
     "demo-data": "painters.demo.data",
     "demo-model": "painters.demo.train",
     "similarity": "painters.similarity",

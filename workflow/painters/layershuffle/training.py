@@ -302,7 +302,7 @@ def run_command(args) -> int:
     modules, history = train(model, data.train_images, data.train_labels, settings, checkpoint=checkpoint_beside(out),
                              log=lambda line: print(line, flush=True))
     sequential = accuracy(model, modules, BASELINE, data.test_images, data.test_labels)
-    facts = {"data": args.data, "base_model": args.model, "test_accuracy_sequential": sequential,
+    facts = {"data": args.data, "data_seed": args.data_seed, "base_model": args.model, "test_accuracy_sequential": sequential,
              "final_loss": history[-1][1] if history else None, "seconds": time.perf_counter() - started}
     save_trained(out, model, modules, settings, facts)
     checkpoint_beside(out).unlink(missing_ok=True)

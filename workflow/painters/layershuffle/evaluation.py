@@ -1,0 +1,104 @@
+"""`painters evaluate-vision`: a trained vision model's test accuracy under each plan, as score files.
+
+The LayerShuffle evaluation grid is plans: the layers in order (`baseline`), in a seeded random order
+(`shuffle_all-S*`), with a seeded share pruned (`prune-P*-S*`), both (`shuffle_prune-P*-S*`), and any
+Painters plan (`skip_layer-L3`, `reverse-N1`, ...). Each (trained model, plan) score is written to
+`OUT/scores/NAME/PLAN/DATA.parquet` in the format of `painters evaluate` (metric `acc`,
+`random_baseline` the majority share of the test labels), so the workflow's summary, figures and
+incremental caching treat it like any score. A trained model's position modules (LayerShuffle-position)
+run with it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_trained(folder: str | Path):
+    """(model, position modules or None, its training.json) of a folder `painters train-vision` wrote."""
+    import transformers
+
+    from painters.layershuffle import training
+
+    folder = Path(folder)
+    facts_file = folder / "training.json"
+    if not facts_file.is_file() or not (folder / "model/config.json").is_file():
+        raise FileNotFoundError(f"--trained {folder}: not a trained model folder (expected model/ and training.json, "
+                                "as `painters train-vision` writes)")
+    facts = json.loads(facts_file.read_text())
+    model = transformers.AutoModelForImageClassification.from_pretrained(folder / "model").eval()
+    settings = training.TrainSettings(**facts["settings"])
+    modules = training.position_modules(model, settings)
+    if modules is not None:
+        modules.load_state_dict(torch.load(folder / "position_modules.pt", weights_only=True))
+        modules.eval()
+    return model, modules, facts
+
+
+def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, seconds) -> dict:
+    from datetime import datetime, timezone
+
+    from painters import results
+
+    n = len(labels)
+    return {
+        "model": name, "model_id": model_id, "plan": plan.key, "variant": plan.variant, "N": plan.N,
+        "M": plan.affected(depth), "K": plan.K, "seed": plan.seed, "layer": plan.layer, "percent": plan.percent,
+        "num_layers": depth, "benchmark": data_name, "train_seed": None, "metric": "acc", "filter": "none",
+        "value": accuracy, "stderr": (accuracy * (1 - accuracy) / max(1, n - 1)) ** 0.5, "higher_is_better": True,
+        "random_baseline": chance, "n_samples": n, "limit": None, "num_fewshot": 0, "fewshot_seed": None,
+        "prompt_hash": None, "generation_kwargs": None, "settings": json.dumps({"dtype": "float32"}),
+        "batch_size": "256", "batch_size_used": 256, "bootstrap_iters": None, "dtype": "float32", "device": "cpu",
+        "seconds": seconds, **results.versions(), "timestamp": datetime.now(timezone.utc),
+    }
+
+
+def run_command(args) -> int:
+    from collections import Counter
+
+    from painters import results, surgery
+    from painters.evaluate import check_plan_keys
+    from painters.layershuffle import training, vision
+
+    results.safe_name(args.name, "--name")
+    plans = check_plan_keys(args.plans)
+    model, modules, facts = load_trained(args.trained)
+    depth = surgery.num_layers(model)
+    for plan in plans:
+        try:
+            plan.schedule(depth)
+        except ValueError as error:
+            raise ValueError(f"plan {plan.key} does not fit this {depth}-layer model: {error}") from None
+    data = vision.load_data(facts["data"], facts["data_seed"])  # the test split of its training
+    counts = Counter(data.test_labels.tolist())
+    chance = max(counts.values()) / len(data.test_labels)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for plan in plans:
+        path = results.score_path(args.out, args.name, plan.key, data.name)
+        if path.exists() and not args.overwrite:
+            continue
+        started = time.perf_counter()
+        accuracy = training.accuracy(model, modules, plan, data.test_images, data.test_labels)
+        row = score_row(name=args.name, model_id=str(Path(args.trained).resolve()), plan=plan, depth=depth,
+                        data_name=data.name, accuracy=accuracy, labels=data.test_labels, chance=chance,
+                        seconds=time.perf_counter() - started)
+        results.write_atomic(results.scores_frame([row]), path)
+        print(f"{plan.key}: acc {accuracy:.4f} -> {path}", flush=True)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate-vision", help="a trained vision model's accuracy under each plan")
+    parser.add_argument("--trained", required=True, help="a folder written by `painters train-vision`")
+    parser.add_argument("--name", required=True, help="the trained model's name in the results")
+    parser.add_argument("--plans", nargs="+", required=True, metavar="KEY")
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--overwrite", action="store_true")
+    parser.set_defaults(func=run_command)
+
