@@ -467,7 +467,7 @@ def test_a_fine_tuned_score_is_stale_when_a_training_setting_differs(tmp_path):
     wanted = {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": "float32", "max_gen_toks": None}
     assert stale_scores([str(path)], {**wanted, "training": trained.recorded()}) == {}
     stale = stale_scores([str(path)], {**wanted, "training": TrainingSettings(learning_rate=3e-4, mode="frozen").recorded()})
-    assert stale[str(path)][0] == ("fine-tuned with learning_rate 2e-05, the config asks for 0.03; "
+    assert stale[str(path)][0] == ("its model was trained with learning_rate 2e-05, the config asks for 0.03; "
                                    "mode finetune, the config asks for frozen")
     # the other mode's learning rate is not a setting of a score
     assert stale_scores([str(path)], {**wanted, "training": TrainingSettings(frozen_learning_rate=1.0).recorded()}) == {}

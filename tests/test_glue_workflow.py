@@ -62,7 +62,7 @@ def test_a_changed_training_setting_recomputes_every_fine_tuned_score_and_says_w
     result = dry(workdir, changed(lambda c: c["glue"].update(learning_rate=1.0e-4), ENCODER_RUN))
     output = result.stdout + result.stderr
     assert planned_scores(result) == {f"results/scores/minilm/{plan}/demo_sentiment.seed0.parquet" for plan in PLANS}
-    assert re.search(r"3 finished score\(s\) will be recomputed: 3 x fine-tuned with learning_rate 0\.0003, "
+    assert re.search(r"3 finished score\(s\) will be recomputed: 3 x its model was trained with learning_rate 0\.0003, "
                      r"the config asks for 0\.0001", output), output[-2000:]
 
 

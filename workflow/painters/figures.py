@@ -14,6 +14,8 @@ so re-plotting never touches a score. Names follow the Painters paper:
                             layers kept in order (baseline, prune) or shuffled (shuffle_all, shuffle_prune)
     decoder_encoder         Fig 11 of each model side by side, decoders (lm-eval) left, encoders (GLUE) right,
                             as the paper puts Llama 2 and BERT
+    layershuffle_order, layershuffle_pruning
+                            the LayerShuffle study's (painters.layershuffle.figures)
 
 Every figure is drawn from one table (`table()`), written beside the PNG as FIGURE.csv,
 so tests and captions read what was plotted rather than pixels. Rules the table follows:
@@ -46,7 +48,9 @@ VARIANT_FIGURES = {
     "fig09_looped_parallel": "looped_parallel",
 }
 FIGURES = ["fig02_skip_switch", "fig03_similarity", *VARIANT_FIGURES, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
-           "whole_stack", "decoder_encoder"]
+           "whole_stack", "decoder_encoder", "layershuffle_order", "layershuffle_pruning"]
+# drawn by painters.layershuffle.figures (imported when asked for: it builds on this module)
+LAYERSHUFFLE_FIGURES = ("layershuffle_order", "layershuffle_pruning")
 MIDDLE_VARIANTS = list(VARIANT_FIGURES.values())
 STACK_VARIANTS = ["shuffle_all", "prune", "shuffle_prune"]
 MEDIAN = "median"
@@ -319,6 +323,10 @@ def table(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.D
         return whole_stack_table(summary, model, figure)
     if figure == "decoder_encoder":
         return decoder_encoder_table(summary, figure)
+    if figure in LAYERSHUFFLE_FIGURES:
+        from painters.layershuffle import figures as layershuffle_figures
+
+        return layershuffle_figures.table(figure, summary, model)
     return skip_fraction_table(summary, figure)
 
 
@@ -502,7 +510,12 @@ def render(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.
         fig.tight_layout()
         return fig, plotted
     fig, ax = plt.subplots(figsize=(8, 6) if figure in ("fig03_similarity", "fig10_heatmap") else (8, 5))
-    DRAW[figure](plotted, model, figure, ax)
+    if figure in LAYERSHUFFLE_FIGURES:
+        from painters.layershuffle import figures as layershuffle_figures
+
+        layershuffle_figures.DRAW[figure](plotted, model, figure, ax)
+    else:
+        DRAW[figure](plotted, model, figure, ax)
     fig.tight_layout()
     return fig, plotted
 

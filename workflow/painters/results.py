@@ -192,7 +192,7 @@ def stale_reason(recorded: dict, wanted: dict) -> str | None:
     if "dtype" in asked and asked["dtype"] != wanted["dtype"]:
         return f"made with dtype {asked['dtype']}, the config asks for {wanted['dtype']}"
     if "training" in asked and asked["training"] != wanted.get("training"):
-        return "fine-tuned with " + _changed_settings(asked["training"], wanted.get("training") or {})
+        return "its model was trained with " + _changed_settings(asked["training"], wanted.get("training") or {})
     generative = recorded.get("generation_kwargs") is not None
     if generative and "max_gen_toks" in asked and asked["max_gen_toks"] != wanted["max_gen_toks"]:
         return f"made with max_gen_toks {_shown(asked['max_gen_toks'])}, the config asks for {_shown(wanted['max_gen_toks'])}"

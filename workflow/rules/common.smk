@@ -133,11 +133,6 @@ STALE_SCORES = {}
 for model_name in MODELS:
     STALE_SCORES.update(results.stale_scores([f for j, f in zip(JOBS, SCORE_FILES) if j.model == model_name],
                                              wanted_settings(model_name)))
-if STALE_SCORES and workflow.is_main_process:
-    logger.warning(
-        f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
-        + "; ".join(f"{count} x {reason}" for reason, count in Counter(r for r, _ in STALE_SCORES.values()).most_common())
-    )
 PENDING = [j for j, f in zip(JOBS, SCORE_FILES) if f in STALE_SCORES or not os.path.exists(f)]
 # Pending scores grouped into evaluation jobs: one model and benchmark each, neighbouring
 # plans in the trie walk, sized by layer work (sweep.batch_jobs; README "Job granularity").
@@ -191,6 +186,45 @@ def demo_inputs(model):
 # by lm-eval's own task index: too slow for every dry run, so a job, remembered per setting.
 _CHECKED = json.dumps([config["benchmarks"], config["include_paths"], config.get("data_dir")])
 BENCHMARK_CHECK = f"{RESULTS}/checks/benchmarks.{hashlib.sha256(_CHECKED.encode()).hexdigest()[:12]}.ok"
+
+
+# ---- LayerShuffle: trained vision models (BASE.VARIANT.sSEED) and their evaluation grid
+from painters.layershuffle import study as layershuffle_study
+
+LAYERSHUFFLE = config["layershuffle"]
+TRAINED = {m.name: m for m in layershuffle_study.trained_models(LAYERSHUFFLE)} if LAYERSHUFFLE["enabled"] else {}
+
+
+def vision_depth(base):
+    spec = LAYERSHUFFLE["base_models"][base]
+    return spec["layers"] if spec["model"] == "tiny" else sweep.read_num_layers(base, {"path": spec["model"]})
+
+
+def vision_training(trained):
+    """The settings a trained model is trained with (painters.layershuffle.training.TrainSettings)."""
+    from painters.layershuffle.training import TrainSettings
+
+    keys = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_steps", "layerdrop", "position_loss_weight",
+            "checkpoint_every")
+    return TrainSettings(variant=trained.variant, seed=trained.seed, **{key: LAYERSHUFFLE[key] for key in keys})
+
+
+VISION_PLANS = {base: layershuffle_study.evaluation_plans(LAYERSHUFFLE, vision_depth(base)) for base in
+                {m.base for m in TRAINED.values()}}
+VISION_SCORES = {name: [score_file(name, key, LAYERSHUFFLE["data"]) for key in VISION_PLANS[m.base]]
+                 for name, m in TRAINED.items()}
+# a score of a model trained with other settings is stale (its model is trained again first)
+for name, trained_model in TRAINED.items():
+    STALE_SCORES.update(results.stale_scores(VISION_SCORES[name], {
+        "fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": "float32", "max_gen_toks": None,
+        "training": vision_training(trained_model).recorded()}))
+VISION_PENDING = {name: [f for f in files if f in STALE_SCORES or not os.path.exists(f)] for name, files in VISION_SCORES.items()}
+SCORE_FILES += [f for files in VISION_SCORES.values() for f in files]
+if STALE_SCORES and workflow.is_main_process:
+    logger.warning(
+        f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
+        + "; ".join(f"{count} x {reason}" for reason, count in Counter(r for r, _ in STALE_SCORES.values()).most_common())
+    )
 
 
 def batch_scores(batch):
@@ -349,6 +383,8 @@ if len(SKIP_MODELS) >= 2:
 SIDE_BY_SIDE = {KINDS[m] for m in MODELS if "fig11_all_variants" in FIGURES[m]}
 if SIDE_BY_SIDE == {"decoder", "encoder"}:
     FIGURES.setdefault("all", []).append("decoder_encoder")
+for base in {m.base for m in TRAINED.values()}:  # LayerShuffle: a base model's trained models together
+    FIGURES[base] = ["layershuffle_order", "layershuffle_pruning"]
 FIGURE_FILES = [
     f"{RESULTS}/figures/{model}/{figure}.{ext}" for model, figures in FIGURES.items() for figure in figures for ext in ("png", "svg")
 ]
@@ -362,4 +398,4 @@ def figure_inputs(wildcards):
 
 
 ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
-               "whole_stack", "decoder_encoder"]
+               "whole_stack", "decoder_encoder", "layershuffle_order", "layershuffle_pruning"]

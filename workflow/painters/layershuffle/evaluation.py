@@ -39,7 +39,7 @@ def load_trained(folder: str | Path):
     return model, modules, facts
 
 
-def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, seconds) -> dict:
+def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, training, seconds) -> dict:
     from datetime import datetime, timezone
 
     from painters import results
@@ -51,7 +51,9 @@ def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chanc
         "num_layers": depth, "benchmark": data_name, "train_seed": None, "metric": "acc", "filter": "none",
         "value": accuracy, "stderr": (accuracy * (1 - accuracy) / max(1, n - 1)) ** 0.5, "higher_is_better": True,
         "random_baseline": chance, "n_samples": n, "limit": None, "num_fewshot": 0, "fewshot_seed": None,
-        "prompt_hash": None, "generation_kwargs": None, "settings": json.dumps({"dtype": "float32"}),
+        "prompt_hash": None, "generation_kwargs": None,
+        # how the model was trained: a score of a model trained otherwise is stale (results.stale_reason)
+        "settings": json.dumps({"dtype": "float32", "training": training}, sort_keys=True),
         "batch_size": "256", "batch_size_used": 256, "bootstrap_iters": None, "dtype": "float32", "device": "cpu",
         "seconds": seconds, **results.versions(), "timestamp": datetime.now(timezone.utc),
     }
@@ -85,7 +87,7 @@ def run_command(args) -> int:
         started = time.perf_counter()
         accuracy = training.accuracy(model, modules, plan, data.test_images, data.test_labels)
         row = score_row(name=args.name, model_id=str(Path(args.trained).resolve()), plan=plan, depth=depth,
-                        data_name=data.name, accuracy=accuracy, labels=data.test_labels, chance=chance,
+                        data_name=data.name, accuracy=accuracy, labels=data.test_labels, chance=chance, training=facts["settings"],
                         seconds=time.perf_counter() - started)
         results.write_atomic(results.scores_frame([row]), path)
         print(f"{plan.key}: acc {accuracy:.4f} -> {path}", flush=True)

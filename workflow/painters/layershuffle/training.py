@@ -46,6 +46,7 @@ class TrainSettings:
     warmup_steps: int = 0
     layerdrop: float = 0.2  # LayerDrop's p
     position_dim: int = 32
+    position_loss_weight: float = 1.0  # LayerShuffle-predict: weight of the position cross-entropy (the paper: 1)
     checkpoint_every: int = 100
 
     def check(self) -> None:
@@ -158,7 +159,7 @@ def _predictor(modules: PositionModules, layer: int, position: int, predictions:
 
 
 def forward(model: nn.Module, modules: PositionModules | None, plan: plans_module.Plan, images: torch.Tensor,
-            labels: torch.Tensor | None = None):
+            labels: torch.Tensor | None = None, position_loss_weight: float = 1.0):
     """(logits, loss) of `model` on `images` under `plan`, with the position modules' hooks; the loss
     includes the position-prediction cross-entropy of LayerShuffle-predict."""
     with surgery.apply(model, plan), positions(model, modules, plan) as predicted:
@@ -167,7 +168,7 @@ def forward(model: nn.Module, modules: PositionModules | None, plan: plans_modul
     if predicted and loss is not None:
         logits = torch.cat([p for p, _ in predicted])
         targets = torch.cat([torch.full((p.shape[0],), position, device=p.device) for p, position in predicted])
-        loss = loss + nn.functional.cross_entropy(logits, targets)
+        loss = loss + position_loss_weight * nn.functional.cross_entropy(logits, targets)
     return output.logits, loss
 
 
@@ -229,7 +230,7 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings
             break
         rows = batch_indices(len(labels), settings.batch_size, settings.seed, step)
         plan = batch_plan(settings.variant, depth, settings.seed, step, settings.layerdrop)
-        _, loss = forward(model, modules, plan, images[rows], labels[rows])
+        _, loss = forward(model, modules, plan, images[rows], labels[rows], settings.position_loss_weight)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -284,7 +285,8 @@ def run_command(args) -> int:
 
     settings = TrainSettings(variant=args.variant, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
                              learning_rate=args.learning_rate, weight_decay=args.weight_decay,
-                             warmup_steps=args.warmup_steps, layerdrop=args.layerdrop, checkpoint_every=args.checkpoint_every)
+                             warmup_steps=args.warmup_steps, layerdrop=args.layerdrop, checkpoint_every=args.checkpoint_every,
+                             position_loss_weight=args.position_loss_weight)
     settings.check()
     data = vision.load_data(args.data, args.data_seed)
     if args.model == "tiny":
@@ -326,6 +328,8 @@ def register(subparsers) -> None:
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
     parser.add_argument("--layerdrop", type=float, default=defaults.layerdrop, help="LayerDrop's p")
+    parser.add_argument("--position-loss-weight", type=float, default=defaults.position_loss_weight,
+                        help="LayerShuffle-predict: weight of the position cross-entropy")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", required=True, help="folder to write the trained model to (whole, at the end)")

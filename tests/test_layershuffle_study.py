@@ -1,0 +1,83 @@
+"""The LayerShuffle study's plan grid, trained-model names and figure tables (synthetic scores)."""
+
+from datetime import datetime, timezone
+
+import polars as pl
+import pytest
+
+from painters import aggregate, figures, plan
+from painters.layershuffle import study
+from painters.results import SCORE_COLUMNS, score_path, scores_frame, write_atomic
+
+SETTINGS = {"base_models": {"vit": {"model": "tiny"}}, "variants": ["sequential", "layershuffle"], "seeds": [0, 1],
+            "evaluation": {"order_seeds": [0, 1], "pruned": [1, 2], "prune_seeds": [0]}}
+
+
+def test_a_trained_models_name_says_its_base_variant_and_seed():
+    names = [m.name for m in study.trained_models(SETTINGS)]
+    assert names == ["vit.layershuffle.s0", "vit.layershuffle.s1", "vit.sequential.s0", "vit.sequential.s1"]
+    assert study.parse_trained_name("my.vit.layershuffle_position.s12") == study.TrainedModel("my.vit", "layershuffle_position", 12)
+    assert study.parse_trained_name("llama2-7b") is None and study.parse_trained_name("vit.shuffle.s0") is None
+
+
+@pytest.mark.parametrize("depth", [6, 12, 24])
+def test_the_pruning_grid_drops_exactly_k_layers(depth):
+    for k in range(1, depth):
+        dropped = depth - len(plan.parse(f"prune-P{study.percent_pruning(k, depth)}-S0").schedule(depth))
+        assert dropped == k
+
+
+def test_the_evaluation_grid():
+    keys = study.evaluation_plans({**SETTINGS, "evaluation": {**SETTINGS["evaluation"], "plans": ["skip_layer-L2"]}}, 6)
+    assert keys == ["baseline", "shuffle_all-S0", "shuffle_all-S1", "prune-P17-S0", "shuffle_prune-P17-S0", "prune-P33-S0",
+                    "shuffle_prune-P33-S0", "skip_layer-L2"]
+    with pytest.raises(ValueError, match=r"pruned \[6\]: a 6-layer model can have 1\.\.5 layers pruned"):
+        study.evaluation_plans({**SETTINGS, "evaluation": {**SETTINGS["evaluation"], "pruned": [6]}}, 6)
+
+
+def accuracy_of(variant, seed, key):
+    """Made-up accuracies: the sequential model collapses when shuffled, LayerShuffle holds."""
+    p = plan.parse(key)
+    shuffled = p.variant in ("shuffle_all", "shuffle_prune")
+    base = {"sequential": 0.9 if not shuffled else 0.2, "layershuffle": 0.8}[variant]
+    return base - 0.05 * (6 - len(p.schedule(6))) + 0.01 * seed + 0.001 * (p.seed or 0)
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ls")
+    for trained in study.trained_models(SETTINGS):
+        for key in study.evaluation_plans(SETTINGS, 6):
+            p = plan.parse(key)
+            row = {column: None for column in SCORE_COLUMNS}
+            row.update(model=trained.name, plan=key, variant=p.variant, seed=p.seed, percent=p.percent, num_layers=6,
+                       benchmark="digits", metric="acc", filter="none", value=accuracy_of(trained.variant, trained.seed, key),
+                       higher_is_better=True, random_baseline=0.1, timestamp=datetime.now(timezone.utc))
+            write_atomic(scores_frame([row]), score_path(folder, trained.name, key, "digits"))
+    return aggregate.summarize(aggregate.read_scores(folder / "scores"))
+
+
+def test_the_order_figure_averages_order_seeds_then_training_seeds(summary):
+    plotted = figures.table("layershuffle_order", summary, "vit")
+    point = plotted.filter((pl.col("variant") == "sequential") & (pl.col("series") == "random order")).row(0, named=True)
+    per_seed = [sum(accuracy_of("sequential", seed, f"shuffle_all-S{s}") for s in (0, 1)) / 2 for seed in (0, 1)]
+    assert point["y"] == pytest.approx(sum(per_seed) / 2)
+    assert point["y_low"] == pytest.approx(accuracy_of("sequential", 0, "shuffle_all-S0"))
+    assert point["y_high"] == pytest.approx(accuracy_of("sequential", 1, "shuffle_all-S1"))
+    assert point["seeds"] == "0;1"
+    in_order = plotted.filter((pl.col("variant") == "layershuffle") & (pl.col("series") == "layers in order"))["y"][0]
+    assert in_order == pytest.approx(sum(accuracy_of("layershuffle", seed, "baseline") for seed in (0, 1)) / 2)
+
+
+def test_the_pruning_figure_has_a_line_per_variant_and_order_over_k(summary, tmp_path):
+    plotted = figures.table("layershuffle_pruning", summary, "vit")
+    assert set(plotted["series"]) == {f"{v}, {o}" for v in ("sequential", "layershuffle") for o in ("in order", "shuffled")}
+    line = plotted.filter(pl.col("series") == "sequential, shuffled").sort("x")
+    assert line["x"].to_list() == [0, 1, 2]  # shuffle_all at 0 pruned, then shuffle_prune
+    assert line["y"][2] == pytest.approx(sum(accuracy_of("sequential", s, "shuffle_prune-P33-S0") for s in (0, 1)) / 2)
+    for figure in ("layershuffle_order", "layershuffle_pruning"):
+        fig = figures.draw(figure, summary, "vit")
+        png, _ = figures.save_atomic(fig, tmp_path / f"{figure}.png", dpi=50)
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="scores of models trained from other"):
+        figures.table("layershuffle_order", summary, "other")
