@@ -81,3 +81,19 @@ def test_the_pruning_figure_has_a_line_per_variant_and_order_over_k(summary, tmp
         assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="scores of models trained from other"):
         figures.table("layershuffle_order", summary, "other")
+
+
+@pytest.mark.parametrize("figure", ["layershuffle_order", "layershuffle_pruning"])
+def test_captions_name_the_data_and_the_training_seeds(summary, tmp_path, figure):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from jinja2 import Environment
+
+    csv = tmp_path / f"{figure}.csv"
+    aggregate.write_csv_atomic(figures.table(figure, summary, "vit"), csv)
+    snakemake = SimpleNamespace(params=SimpleNamespace(plotted=figures.PlottedFacts(csv), limit=None),
+                                wildcards=SimpleNamespace(model="vit"), config={})
+    caption = Path(__file__).parent.parent / "workflow/report" / f"{figure}.rst"
+    text = Environment().from_string(caption.read_text()).render(snakemake=snakemake)
+    assert "Base model ``vit``; data: digits; training seeds: 0, 1." in text
