@@ -142,8 +142,9 @@ def check_model_source(model: str) -> None:
         )
 
 
-def check_kind(model: str, wanted: str, what: str, trust_remote_code: bool = False) -> None:
-    """Fail before any work when `model` is not of the kind (sweep.model_kind) that `what` needs."""
+def check_kind(model: str, wanted: str, what: str, trust_remote_code: bool = False) -> dict:
+    """Fail before any work when `model` is not of the kind (sweep.model_kind) that `what` needs;
+    returns its config (as a dict)."""
     import transformers
 
     from painters import sweep
@@ -154,6 +155,7 @@ def check_kind(model: str, wanted: str, what: str, trust_remote_code: bool = Fal
         other = "painters finetune (GLUE)" if kind == "encoder" else "painters evaluate (lm-eval benchmarks)"
         raise ValueError(f"--model {model} is {_a(kind)} ({config.get('model_type')}); {what} need {_a(wanted)} model. "
                          f"Score it with {other}")
+    return config
 
 
 def _a(word: str) -> str:
@@ -174,11 +176,18 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def check_plan_keys(keys: list[str]) -> list[plans_module.Plan]:
-    """Parse every key before any work starts; a bad key names itself and the valid forms."""
+def check_plan_keys(keys: list[str], num_layers: int | None = None) -> list[plans_module.Plan]:
+    """Parse every key before any work starts, and check each plan against the model's depth when
+    given; a bad key names itself and the valid forms, a plan too deep the valid range."""
     if not keys:
         raise ValueError("no plans given (--plans KEY [KEY ...]), e.g. baseline skip-N2")
-    return [plans_module.parse(key) for key in keys]
+    plans = [plans_module.parse(key) for key in keys]
+    for plan in plans if num_layers is not None else []:
+        try:
+            plan.check(num_layers)
+        except ValueError as error:
+            raise ValueError(f"plan {plan.key} does not fit this {num_layers}-layer model: {error}") from None
+    return plans
 
 
 class Session:
@@ -270,9 +279,7 @@ class Session:
         from painters import benchmarks, results
 
         results.safe_name(request.name, "model name")
-        plans = check_plan_keys(list(request.plans))
-        for plan in plans:
-            plan.check(self.num_layers)
+        plans = check_plan_keys(list(request.plans), self.num_layers)
         if self.spec.data_dir:
             # a default benchmark without its local files: this raises, naming each file and its schema
             lacking = [b for b in request.benchmarks if b in benchmarks.LOCAL_DATA and b not in self.local_benchmarks]

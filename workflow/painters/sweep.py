@@ -103,7 +103,7 @@ def configured_model_kind(config: Mapping, model_name: str) -> str:
     model = config["models"][model_name]
     if model.get("kind"):
         return model["kind"]
-    if model["path"] == f"{config.get('results', 'results')}/demo/model":
+    if model["path"] == demo_model_path(config):
         return "decoder"
     try:
         config_file = model_config_file(model_name, model)
@@ -186,12 +186,16 @@ def with_results_paths(config: dict) -> dict:
     return config
 
 
+def demo_model_path(config: Mapping) -> str:
+    """Where the workflow builds the demo's decoder (it does not exist before)."""
+    return f"{config.get('results', 'results')}/demo/model"
+
+
 def model_depth(config: Mapping, model_name: str) -> int:
     """A configured model's depth; the demo model does not exist before the workflow builds
     it, so its depth is the configured `demo.layers` (unless `num_layers` says otherwise)."""
     model = config["models"][model_name]
-    demo_model = f"{config.get('results', 'results')}/demo/model"
-    if model["path"] == demo_model and model.get("num_layers") is None:
+    if model["path"] == demo_model_path(config) and model.get("num_layers") is None:
         return int(config["demo"]["layers"])
     return read_num_layers(model_name, model)
 

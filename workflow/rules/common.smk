@@ -14,7 +14,9 @@ from snakemake.utils import min_version, validate
 
 from painters import plan as painters_plan
 from painters import benchmarks, results, sweep
+from painters import figures as painters_figures
 from painters.evaluate import model_folder_lacks
+from painters.layershuffle import study as layershuffle_study
 
 min_version("9.0")
 
@@ -107,11 +109,17 @@ def training_settings():
     return TrainingSettings(**{key: GLUE[key] for key in keys if key in GLUE})
 
 
+def trained_wanted_settings(dtype, training):
+    """What a score of a model trained by the workflow (GLUE fine-tuning, LayerShuffle training)
+    must have been made with: no lm-eval settings, the training settings."""
+    return {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": dtype, "max_gen_toks": None,
+            "training": training.recorded()}
+
+
 def wanted_settings(model):
     """The settings a finished score of `model` must have been made with (results.stale_reason)."""
     if KINDS[model] == "encoder":
-        return {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": MODELS[model]["dtype"],
-                "max_gen_toks": None, "training": training_settings().recorded()}
+        return trained_wanted_settings(MODELS[model]["dtype"], training_settings())
     evaluation = config["evaluation"]
     return {
         "fewshot_seed": evaluation["fewshot_seed"],
@@ -189,8 +197,6 @@ BENCHMARK_CHECK = f"{RESULTS}/checks/benchmarks.{hashlib.sha256(_CHECKED.encode(
 
 
 # ---- LayerShuffle: trained vision models (BASE.VARIANT.sSEED) and their evaluation grid
-from painters.layershuffle import study as layershuffle_study
-
 LAYERSHUFFLE = config["layershuffle"]
 TRAINED = {m.name: m for m in layershuffle_study.trained_models(LAYERSHUFFLE)} if LAYERSHUFFLE["enabled"] else {}
 
@@ -204,8 +210,7 @@ def vision_training(trained):
     """The settings a trained model is trained with (painters.layershuffle.training.TrainSettings)."""
     from painters.layershuffle.training import TrainSettings
 
-    keys = ("steps", "batch_size", "learning_rate", "weight_decay", "warmup_steps", "layerdrop", "position_loss_weight",
-            "checkpoint_every")
+    keys = [key for key in TrainSettings.__dataclass_fields__ if key in LAYERSHUFFLE]
     return TrainSettings(variant=trained.variant, seed=trained.seed, **{key: LAYERSHUFFLE[key] for key in keys})
 
 
@@ -215,9 +220,8 @@ VISION_SCORES = {name: [score_file(name, key, LAYERSHUFFLE["data"]) for key in V
                  for name, m in TRAINED.items()}
 # a score of a model trained with other settings is stale (its model is trained again first)
 for name, trained_model in TRAINED.items():
-    STALE_SCORES.update(results.stale_scores(VISION_SCORES[name], {
-        "fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": "float32", "max_gen_toks": None,
-        "training": vision_training(trained_model).recorded()}))
+    STALE_SCORES.update(results.stale_scores(VISION_SCORES[name],
+                                             trained_wanted_settings("float32", vision_training(trained_model))))
 VISION_PENDING = {name: [f for f in files if f in STALE_SCORES or not os.path.exists(f)] for name, files in VISION_SCORES.items()}
 SCORE_FILES += [f for files in VISION_SCORES.values() for f in files]
 if STALE_SCORES and workflow.is_main_process:
@@ -247,17 +251,20 @@ def batch_rule_name(stage, batch):
     return f"{stage}_{rule_suffix(batch.model)}_{rule_suffix(batch.benchmark)}{seed}_{rule_suffix(batch.name)}"
 
 
-def model_resources(model_name):
-    """A job's resources from its model's entry (mem_mb grows with each retry)."""
-    resources = MODELS[model_name]["resources"]
+def job_resources(resources):
+    """A job's resources from a `resources` block (a model's, or layershuffle's); mem_mb grows with each retry."""
     return {
         "gpu": resources["gpu"],
         "mem_mb": lambda wildcards, attempt, mem_mb=resources["mem_mb"]: mem_mb * attempt,
         "runtime": resources["runtime"],
         "cpus_per_task": resources["cpus_per_task"],
-        "slurm_partition": slurm_setting(model_name, "partition", "PAINTERS_SLURM_PARTITION"),
-        "slurm_account": slurm_setting(model_name, "account", "PAINTERS_SLURM_ACCOUNT"),
+        "slurm_partition": slurm_setting_of(resources, "partition", "PAINTERS_SLURM_PARTITION"),
+        "slurm_account": slurm_setting_of(resources, "account", "PAINTERS_SLURM_ACCOUNT"),
     }
+
+
+def model_resources(model_name):
+    return job_resources(MODELS[model_name]["resources"])
 
 
 class NoRerun:
@@ -274,10 +281,14 @@ class NoRerun:
         return shlex.join(self.args)
 
 
+def slurm_setting_of(resources, key, env):
+    """Partition/account: the `resources` block, then the config's `slurm` block, then the environment."""
+    return resources.get(f"slurm_{key}") or config["slurm"].get(key) or os.environ.get(env, "")
+
+
 def slurm_setting(model, key, env):
-    """Partition/account: the model's resources, then the config's `slurm` block, then the environment."""
-    value = MODELS[model].get("resources", {}).get(f"slurm_{key}") or config["slurm"].get(key) or os.environ.get(env, "")
-    return value
+    """A model's partition/account (slurm_setting_of its resources)."""
+    return slurm_setting_of(MODELS[model].get("resources", {}), key, env)
 
 
 def results_folder(score_file):
@@ -345,14 +356,7 @@ def similarity_inputs(wildcards):
 # ---- figures
 
 
-FIGURE_VARIANTS = {
-    "fig04_skip": "skip",
-    "fig05_middle_repeat": "middle_repeat",
-    "fig06_reverse": "reverse",
-    "fig07_random": "random",
-    "fig08_parallel": "parallel",
-    "fig09_looped_parallel": "looped_parallel",
-}
+FIGURE_VARIANTS = painters_figures.VARIANT_FIGURES
 
 
 def figures_of(model):
@@ -384,7 +388,7 @@ SIDE_BY_SIDE = {KINDS[m] for m in MODELS if "fig11_all_variants" in FIGURES[m]}
 if SIDE_BY_SIDE == {"decoder", "encoder"}:
     FIGURES.setdefault("all", []).append("decoder_encoder")
 for base in {m.base for m in TRAINED.values()}:  # LayerShuffle: a base model's trained models together
-    FIGURES[base] = ["layershuffle_order", "layershuffle_pruning"]
+    FIGURES[base] = list(painters_figures.LAYERSHUFFLE_FIGURES)
 FIGURE_FILES = [
     f"{RESULTS}/figures/{model}/{figure}.{ext}" for model, figures in FIGURES.items() for figure in figures for ext in ("png", "svg")
 ]
@@ -397,5 +401,4 @@ def figure_inputs(wildcards):
     return inputs
 
 
-ALL_FIGURES = ["fig02_skip_switch", "fig03_similarity", *FIGURE_VARIANTS, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
-               "whole_stack", "decoder_encoder", "layershuffle_order", "layershuffle_pruning"]
+ALL_FIGURES = painters_figures.FIGURES

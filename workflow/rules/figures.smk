@@ -1,6 +1,5 @@
 # The study's figures, one job per (model, figure). Figures read only the summary
 # table (and the similarity matrix), so re-plotting never touches a score.
-from painters import figures as painters_figures
 
 # Figs 9 and 11 draw looped parallel at one K, the same in both (Fig 10 shows every K).
 LINE_K_FIGURES = ("fig09_looped_parallel", "fig11_all_variants")

@@ -3,20 +3,6 @@
 # (one job per trained model, writing its pending score files, as the evaluation jobs do).
 
 
-def vision_resources():
-    resources = LAYERSHUFFLE["resources"]
-    return {
-        "gpu": resources["gpu"],
-        "mem_mb": lambda wildcards, attempt, mem_mb=resources["mem_mb"]: mem_mb * attempt,
-        "runtime": resources["runtime"],
-        "cpus_per_task": resources["cpus_per_task"],
-        "slurm_partition": resources.get("slurm_partition") or config["slurm"].get("partition")
-        or os.environ.get("PAINTERS_SLURM_PARTITION", ""),
-        "slurm_account": resources.get("slurm_account") or config["slurm"].get("account")
-        or os.environ.get("PAINTERS_SLURM_ACCOUNT", ""),
-    }
-
-
 def train_vision_args(trained):
     settings = vision_training(trained)
     base = LAYERSHUFFLE["base_models"][trained.base]
@@ -44,7 +30,7 @@ for trained_name, trained_model in TRAINED.items():
         params:
             args=train_vision_args(trained_model),
         resources:
-            **vision_resources(),
+            **job_resources(LAYERSHUFFLE["resources"]),
         threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"
@@ -69,7 +55,7 @@ for trained_name, trained_model in TRAINED.items():
                 plans=shlex.join(Path(f).parent.name for f in VISION_PENDING[trained_name]),
                 threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
             resources:
-                **vision_resources(),
+                **job_resources(LAYERSHUFFLE["resources"]),
             threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
             conda:
                 "../../envs/painters.yaml"

@@ -73,19 +73,6 @@ def check_settings(settings: TrainingSettings, device: str) -> None:
         raise ValueError(f"fp16 needs a CUDA GPU; this job runs on {device} (turn fp16 off)")
 
 
-def check_plans(keys: list[str], depth: int) -> list[plans_module.Plan]:
-    """Every plan parsed and checked against the model's depth, before any training."""
-    from painters.evaluate import check_plan_keys
-
-    plans = check_plan_keys(keys)
-    for plan in plans:
-        try:
-            plan.schedule(depth)
-        except ValueError as error:
-            raise ValueError(f"plan {plan.key} does not fit this {depth}-layer model: {error}") from None
-    return plans
-
-
 def encode(tokenizer, task: tasks.GlueTask, rows: list[dict], max_seq_length: int):
     """Rows as a `datasets.Dataset` of token ids and labels, padded to max_seq_length (as run_glue)."""
     import datasets
@@ -198,7 +185,7 @@ def run_command(args) -> int:
     import transformers
 
     from painters import results, surgery, sweep
-    from painters.evaluate import check_kind, check_model_source
+    from painters.evaluate import check_kind, check_model_source, check_plan_keys
 
     # ---- every check before any training
     bad = [pair for pair in args.custom_task if "=" not in pair]
@@ -210,7 +197,7 @@ def run_command(args) -> int:
         raise ValueError(f"custom task {task.name} reads local files: give --data-dir")
     results.safe_name(args.name, "--name")
     check_model_source(args.model)
-    check_kind(args.model, "encoder", "GLUE tasks", args.trust_remote_code)
+    model_config = check_kind(args.model, "encoder", "GLUE tasks", args.trust_remote_code)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     settings = TrainingSettings(mode=args.mode, epochs=args.epochs, learning_rate=args.learning_rate,
                                 frozen_learning_rate=args.frozen_learning_rate, batch_size=args.batch_size,
@@ -222,9 +209,8 @@ def run_command(args) -> int:
         # step's calls share one state object across the replicas
         raise ValueError(f"painters finetune trains on one GPU, but {torch.cuda.device_count()} are visible: give the job "
                          "one (resources.gpu: 1, or CUDA_VISIBLE_DEVICES)")
-    depth = sweep.depth_of_config(
-        transformers.AutoConfig.from_pretrained(args.model, trust_remote_code=args.trust_remote_code).to_dict())
-    plans = check_plans(args.plans, depth)
+    depth = sweep.depth_of_config(model_config)
+    plans = check_plan_keys(args.plans, depth)
     train_rows = data.load_split(task, "train", args.data_dir)[: settings.max_train_samples]
     eval_rows = data.load_split(task, task.validation_split, args.data_dir)[: settings.max_eval_samples]
     todo = {plan: results.score_path(args.out, args.name, plan.key, task.name, args.seed) for plan in plans}

@@ -67,14 +67,10 @@ def run_command(args) -> int:
     from painters.layershuffle import training, vision
 
     results.safe_name(args.name, "--name")
-    plans = check_plan_keys(args.plans)
+    check_plan_keys(args.plans)  # the keys, before loading anything
     model, modules, facts = load_trained(args.trained)
     depth = surgery.num_layers(model)
-    for plan in plans:
-        try:
-            plan.schedule(depth)
-        except ValueError as error:
-            raise ValueError(f"plan {plan.key} does not fit this {depth}-layer model: {error}") from None
+    plans = check_plan_keys(args.plans, depth)
     data = vision.load_data(facts["data"], facts["data_seed"])  # the test split of its training
     counts = Counter(data.test_labels.tolist())
     chance = max(counts.values()) / len(data.test_labels)

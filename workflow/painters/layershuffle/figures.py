@@ -19,9 +19,6 @@ from painters import plan as plans_module
 from painters.layershuffle.study import parse_trained_name
 from painters.layershuffle.training import VARIANTS
 
-FIGURES = ("layershuffle_order", "layershuffle_pruning")
-
-
 def _trained_scores(summary: pl.DataFrame, base: str, figure: str) -> pl.DataFrame:
     """Accuracy rows of `base`'s trained models, with their training variant and seed."""
     trained = {name: parse_trained_name(name) for name in summary["model"].unique().to_list()}

@@ -100,7 +100,7 @@ class PositionModules(nn.Module):
 
     def __init__(self, hidden: int, depth: int, encode: bool, predict: bool, dim: int = 32):
         super().__init__()
-        self.encode, self.predict = encode, predict
+        self.depth, self.encode, self.predict = depth, encode, predict
         if encode:
             self.embedding = nn.Embedding(depth, dim)
             nn.init.zeros_(self.embedding.weight)
@@ -127,7 +127,7 @@ def positions(model: nn.Module, modules: PositionModules | None, plan: plans_mod
     if modules is None:
         yield predictions
         return
-    calls = surgery.called_layers(plan.schedule(len(modules.projections if modules.encode else modules.heads)))
+    calls = surgery.called_layers(plan.schedule(modules.depth))
     handles = []
     for position, (entry, layer) in enumerate(zip(surgery.layer_list(model), calls)):
         if modules.encode:
