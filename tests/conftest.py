@@ -3,11 +3,14 @@
 import json
 import os
 import random
+import socket
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import datasets
+import huggingface_hub
+import huggingface_hub.constants
 import pytest
 
 from offline_data import ROW_MAKERS, ROWS, write_data_dir, write_fewshot_task
@@ -38,3 +41,36 @@ def session(world):
     return Session(spec_of(world), log=lambda _: None)
 
 
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    """HF_HOME (hub cache, datasets cache, modules) in tmp_path, offline; env and import-time constants patched.
+    Any attempt to look up a host or open a connection fails the test."""
+    home = tmp_path / "hf_home"
+    hub_cache, datasets_cache = home / "hub", home / "datasets"
+    for name, value in {"HF_HOME": home, "HF_HUB_CACHE": hub_cache, "HF_DATASETS_CACHE": datasets_cache,
+                        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    for name, value in {"HF_HOME": str(home), "HF_HUB_CACHE": str(hub_cache), "HUGGINGFACE_HUB_CACHE": str(hub_cache),
+                        "HF_ASSETS_CACHE": str(home / "assets"), "HF_HUB_OFFLINE": True}.items():
+        monkeypatch.setattr(huggingface_hub.constants, name, value)
+    for name, value in {"HF_CACHE_HOME": str(home), "HF_DATASETS_CACHE": datasets_cache,
+                        "HF_MODULES_CACHE": home / "modules",
+                        "DOWNLOADED_DATASETS_PATH": datasets_cache / "downloads",
+                        "EXTRACTED_DATASETS_PATH": datasets_cache / "downloads" / "extracted",
+                        "HF_HUB_OFFLINE": True, "HF_DATASETS_OFFLINE": True}.items():
+        monkeypatch.setattr(datasets.config, name, value)
+    attempts = []
+
+    def no_network(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"no network here (tried {address})")
+
+    def no_name_lookup(host, *args, **kwargs):
+        attempts.append(host)
+        raise socket.gaierror(f"no network here (looked up {host})")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_name_lookup)
+    yield home
+    assert not attempts, f"tried the network: {attempts}"

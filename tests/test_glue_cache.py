@@ -24,7 +24,6 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import hashlib
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -175,41 +174,6 @@ def prepare_like_load_dataset(snapshot: Path, task: str, scratch: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(prepared.parents[1], target)
     return target / "0.0.0" / COMMIT
-
-
-@pytest.fixture
-def hf_home(tmp_path, monkeypatch):
-    """HF_HOME (hub cache, datasets cache, modules) in tmp_path, offline; env and import-time constants patched.
-    Any attempt to look up a host or open a connection fails the test."""
-    home = tmp_path / "hf_home"
-    hub_cache, datasets_cache = home / "hub", home / "datasets"
-    for name, value in {"HF_HOME": home, "HF_HUB_CACHE": hub_cache, "HF_DATASETS_CACHE": datasets_cache,
-                        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}.items():
-        monkeypatch.setenv(name, str(value))
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    for name, value in {"HF_HOME": str(home), "HF_HUB_CACHE": str(hub_cache), "HUGGINGFACE_HUB_CACHE": str(hub_cache),
-                        "HF_ASSETS_CACHE": str(home / "assets"), "HF_HUB_OFFLINE": True}.items():
-        monkeypatch.setattr(huggingface_hub.constants, name, value)
-    for name, value in {"HF_CACHE_HOME": str(home), "HF_DATASETS_CACHE": datasets_cache,
-                        "HF_MODULES_CACHE": home / "modules",
-                        "DOWNLOADED_DATASETS_PATH": datasets_cache / "downloads",
-                        "EXTRACTED_DATASETS_PATH": datasets_cache / "downloads" / "extracted",
-                        "HF_HUB_OFFLINE": True, "HF_DATASETS_OFFLINE": True}.items():
-        monkeypatch.setattr(datasets.config, name, value)
-    attempts = []
-
-    def no_network(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(f"test_glue_cache: no network here (tried {address})")
-
-    def no_name_lookup(host, *args, **kwargs):
-        attempts.append(host)
-        raise socket.gaierror(f"test_glue_cache: no network here (looked up {host})")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_name_lookup)
-    yield home
-    assert not attempts, f"tried the network: {attempts}"
 
 
 @pytest.fixture

@@ -10,14 +10,27 @@ from painters.layershuffle import study
 from painters.results import SCORE_COLUMNS, score_path, scores_frame, write_atomic
 
 SETTINGS = {"base_models": {"vit": {"model": "tiny"}}, "variants": ["sequential", "layershuffle"], "seeds": [0, 1],
-            "evaluation": {"order_seeds": [0, 1], "pruned": [1, 2], "prune_seeds": [0]}}
+            "evaluation": {"order_seeds": [0, 1], "pruned": [1, 2], "prune_seeds": [0], "plans": ["skip_layer-L1", "skip_layer-L4", "switch-L1"]},
+            "merging": {"variants": ["layershuffle"], "seeds": [0, 1, 2], "merges": 2, "seed": 0}}
 
 
 def test_a_trained_models_name_says_its_base_variant_and_seed():
     names = [m.name for m in study.trained_models(SETTINGS)]
-    assert names == ["vit.layershuffle.s0", "vit.layershuffle.s1", "vit.sequential.s0", "vit.sequential.s1"]
+    # the merged variant's seed 2 is trained for its merges
+    assert names == ["vit.layershuffle.s0", "vit.layershuffle.s1", "vit.layershuffle.s2", "vit.sequential.s0", "vit.sequential.s1"]
     assert study.parse_trained_name("my.vit.layershuffle_position.s12") == study.TrainedModel("my.vit", "layershuffle_position", 12)
     assert study.parse_trained_name("llama2-7b") is None and study.parse_trained_name("vit.shuffle.s0") is None
+    assert study.parse_trained_name("vit.layershuffle.m0") is None
+
+
+def test_merged_models_and_ensembles_are_named_per_merged_variant():
+    combined = study.combined_models(SETTINGS)
+    assert [m.name for m in combined] == ["vit.layershuffle.m0", "vit.layershuffle.m1", "vit.layershuffle.ensemble"]
+    assert [study.parse_combined_name(m.name) for m in combined] == combined
+    assert study.parse_combined_name("vit.layershuffle.s0") is None and study.parse_combined_name("a.b.ensemble") is None
+    assert [m.name for m in study.merge_sources(SETTINGS, "vit", "layershuffle")] == [f"vit.layershuffle.s{s}" for s in (0, 1, 2)]
+    assert study.merge_plans(SETTINGS) == ["baseline", "shuffle_all-S0", "shuffle_all-S1"]
+    assert study.combined_models({**SETTINGS, "merging": {}}) == []
 
 
 @pytest.mark.parametrize("depth", [6, 12, 24])
@@ -43,22 +56,35 @@ def accuracy_of(variant, seed, key):
     return base - 0.05 * (6 - len(p.schedule(6))) + 0.01 * seed + 0.001 * (p.seed or 0)
 
 
+def combined_accuracy(merge, key):
+    """Made-up: a merge of LayerShuffle models a little below a single one, the ensemble above."""
+    return (0.9 if merge is None else 0.7 + 0.02 * merge) + 0.001 * (plan.parse(key).seed or 0)
+
+
+def write_score(folder, name, key, value):
+    p = plan.parse(key)
+    row = {column: None for column in SCORE_COLUMNS}
+    row.update(model=name, plan=key, variant=p.variant, seed=p.seed, percent=p.percent, layer=p.layer, num_layers=6, benchmark="digits",
+               metric="acc", filter="none", value=value, higher_is_better=True, random_baseline=0.1,
+               timestamp=datetime.now(timezone.utc))
+    write_atomic(scores_frame([row]), score_path(folder, name, key, "digits"))
+
+
 @pytest.fixture(scope="module")
 def summary(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ls")
     for trained in study.trained_models(SETTINGS):
         for key in study.evaluation_plans(SETTINGS, 6):
-            p = plan.parse(key)
-            row = {column: None for column in SCORE_COLUMNS}
-            row.update(model=trained.name, plan=key, variant=p.variant, seed=p.seed, percent=p.percent, num_layers=6,
-                       benchmark="digits", metric="acc", filter="none", value=accuracy_of(trained.variant, trained.seed, key),
-                       higher_is_better=True, random_baseline=0.1, timestamp=datetime.now(timezone.utc))
-            write_atomic(scores_frame([row]), score_path(folder, trained.name, key, "digits"))
+            write_score(folder, trained.name, key, accuracy_of(trained.variant, trained.seed, key))
+    for combined in study.combined_models(SETTINGS):
+        for key in study.merge_plans(SETTINGS):
+            write_score(folder, combined.name, key, combined_accuracy(combined.merge, key))
     return aggregate.summarize(aggregate.read_scores(folder / "scores"))
 
 
 def test_the_order_figure_averages_order_seeds_then_training_seeds(summary):
     plotted = figures.table("layershuffle_order", summary, "vit")
+    assert set(plotted["variant"]) == {"sequential", "layershuffle"}  # single trained models only
     point = plotted.filter((pl.col("variant") == "sequential") & (pl.col("series") == "random order")).row(0, named=True)
     per_seed = [sum(accuracy_of("sequential", seed, f"shuffle_all-S{s}") for s in (0, 1)) / 2 for seed in (0, 1)]
     assert point["y"] == pytest.approx(sum(per_seed) / 2)
@@ -66,7 +92,21 @@ def test_the_order_figure_averages_order_seeds_then_training_seeds(summary):
     assert point["y_high"] == pytest.approx(accuracy_of("sequential", 1, "shuffle_all-S1"))
     assert point["seeds"] == "0;1"
     in_order = plotted.filter((pl.col("variant") == "layershuffle") & (pl.col("series") == "layers in order"))["y"][0]
-    assert in_order == pytest.approx(sum(accuracy_of("layershuffle", seed, "baseline") for seed in (0, 1)) / 2)
+    assert in_order == pytest.approx(sum(accuracy_of("layershuffle", seed, "baseline") for seed in (0, 1, 2)) / 3)
+
+
+def test_the_merging_figure_compares_single_merged_and_ensemble_per_order(summary, tmp_path):
+    plotted = figures.table("layershuffle_merging", summary, "vit")
+    assert set(plotted["variant"]) == {"layershuffle"}  # the merged variant only
+    point = {(r["series"], r["x"]): r for r in plotted.iter_rows(named=True)}
+    x_in_order, x_random = 2.0, 3.0  # layershuffle is the second training variant
+    assert point[("merged", x_in_order)]["y"] == pytest.approx((combined_accuracy(0, "baseline") + combined_accuracy(1, "baseline")) / 2)
+    assert point[("merged", x_random)]["y_low"] == pytest.approx(combined_accuracy(0, "shuffle_all-S0"))
+    assert point[("ensemble", x_random)]["y"] == pytest.approx(sum(combined_accuracy(None, f"shuffle_all-S{s}") for s in (0, 1)) / 2)
+    single = sum(accuracy_of("layershuffle", seed, "baseline") for seed in (0, 1, 2)) / 3
+    assert point[("single", x_in_order)]["y"] == pytest.approx(single) and point[("single", x_in_order)]["seeds"] == "0;1;2"
+    png, _ = figures.save_atomic(figures.draw("layershuffle_merging", summary, "vit"), tmp_path / "merging.png", dpi=50)
+    assert png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_pruning_figure_has_a_line_per_variant_and_order_over_k(summary, tmp_path):
@@ -83,7 +123,7 @@ def test_the_pruning_figure_has_a_line_per_variant_and_order_over_k(summary, tmp
         figures.table("layershuffle_order", summary, "other")
 
 
-@pytest.mark.parametrize("figure", ["layershuffle_order", "layershuffle_pruning"])
+@pytest.mark.parametrize("figure", ["layershuffle_order", "layershuffle_pruning", "layershuffle_layers"])
 def test_captions_name_the_data_and_the_training_seeds(summary, tmp_path, figure):
     from pathlib import Path
     from types import SimpleNamespace
@@ -96,4 +136,29 @@ def test_captions_name_the_data_and_the_training_seeds(summary, tmp_path, figure
                                 wildcards=SimpleNamespace(model="vit"), config={})
     caption = Path(__file__).parent.parent / "workflow/report" / f"{figure}.rst"
     text = Environment().from_string(caption.read_text()).render(snakemake=snakemake)
-    assert "Base model ``vit``; data: digits; training seeds: 0, 1." in text
+    assert "Base model ``vit``; data: digits; training seeds: 0, 1, 2." in text
+
+
+def test_the_layers_figure_has_skip_and_switch_lines_per_training_variant(summary, tmp_path):
+    plotted = figures.table("layershuffle_layers", summary, "vit")
+    assert set(plotted["series"]) == {f"{v}, {p}" for v in ("sequential", "layershuffle") for p in ("skip layer", "switch")}
+    line = plotted.filter(pl.col("series") == "sequential, skip layer").sort("x")
+    assert line["x"].to_list() == [1, 4]
+    assert line["y"][1] == pytest.approx(sum(accuracy_of("sequential", s, "skip_layer-L4") for s in (0, 1)) / 2)
+    png, _ = figures.save_atomic(figures.draw("layershuffle_layers", summary, "vit"), tmp_path / "layers.png", dpi=50)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_merging_caption_names_the_models_and_merges(summary, tmp_path):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from jinja2 import Environment
+
+    csv = tmp_path / "layershuffle_merging.csv"
+    aggregate.write_csv_atomic(figures.table("layershuffle_merging", summary, "vit"), csv)
+    snakemake = SimpleNamespace(params=SimpleNamespace(plotted=figures.PlottedFacts(csv), limit=None),
+                                wildcards=SimpleNamespace(model="vit"), config={})
+    caption = Path(__file__).parent.parent / "workflow/report/layershuffle_merging.rst"
+    text = Environment().from_string(caption.read_text()).render(snakemake=snakemake)
+    assert "Base model ``vit``; data: digits; trained models and merges: 0, 1, 2." in text

@@ -48,7 +48,7 @@ def test_the_position_embedding_enters_each_layer_at_its_current_position(data):
     modules = training.position_modules(model, training.TrainSettings(variant="layershuffle_position"))
     torch.nn.init.normal_(modules.embedding.weight)  # zero at first: make the positions differ
     plan = Plan(variant="order", order=((2,), (0,), (3,), (1,)))
-    images = data.test_images[:5]
+    images = data.test.images(range(5))
     model.eval()
     with torch.no_grad():
         logits, _ = training.forward(model, modules, plan, images)
@@ -68,7 +68,7 @@ def test_position_prediction_adds_the_cross_entropy_of_every_call(data):
     model = tiny(data)
     modules = training.position_modules(model, training.TrainSettings(variant="layershuffle_predict"))
     plan = Plan(variant="order", order=((3,), (1,), (0,), (2,)))
-    images, labels = data.train_images[:8], data.train_labels[:8]
+    images, labels = data.train.images(range(8)), data.train.labels[:8]
     with training.positions(model, None, plan) as none:
         pass
     assert none == []
@@ -89,17 +89,16 @@ def test_position_prediction_adds_the_cross_entropy_of_every_call(data):
 @pytest.mark.parametrize("variant", ["layershuffle_position", "layerdrop"])
 def test_a_killed_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(data, tmp_path, variant):
     settings = training.TrainSettings(variant=variant, steps=12, batch_size=32, learning_rate=2e-3, checkpoint_every=4)
-    images, labels = data.train_images, data.train_labels
     straight = tiny(data)
-    straight_modules, straight_history = training.train(straight, images, labels, settings, log=lambda _: None)
+    straight_modules, straight_history = training.train(straight, data.train, settings, log=lambda _: None)
 
     checkpoint = tmp_path / "run.ckpt"
     killed = tiny(data)
-    training.train(killed, images, labels, settings, checkpoint=checkpoint, log=lambda _: None, stop_after=6)
+    training.train(killed, data.train, settings, checkpoint=checkpoint, log=lambda _: None, stop_after=6)
     assert torch.load(checkpoint, weights_only=False)["step"] == 4  # the last checkpoint before the kill
     lines = []
     resumed = tiny(data)  # a new process: the model as built, then the checkpoint
-    modules, history = training.train(resumed, images, labels, settings, checkpoint=checkpoint, log=lines.append)
+    modules, history = training.train(resumed, data.train, settings, checkpoint=checkpoint, log=lines.append)
     assert lines[0].startswith("resumed from the checkpoint of step 4")
     assert [step for step, _ in history] == list(range(4, 12))
     assert [loss for _, loss in history] == [loss for step, loss in straight_history if step >= 4]
@@ -114,10 +113,10 @@ def test_a_sequential_model_learns_the_digits_and_loses_them_in_random_order(dat
     torch.manual_seed(0)
     model = tiny(data)
     settings = training.TrainSettings(variant="sequential", steps=400, batch_size=64, learning_rate=3e-3)
-    modules, _ = training.train(model, data.train_images, data.train_labels, settings, log=lambda _: None)
-    in_order = training.accuracy(model, modules, training.BASELINE, data.test_images, data.test_labels)
-    shuffled = [training.accuracy(model, modules, training.batch_plan("layershuffle", DEPTH, 5, k), data.test_images,
-                                  data.test_labels) for k in range(4)]
+    modules, _ = training.train(model, data.train, settings, log=lambda _: None)
+    in_order = training.accuracy(model, modules, training.BASELINE, data.test)
+    shuffled = [training.accuracy(model, modules, training.batch_plan("layershuffle", DEPTH, 5, k), data.test)
+                for k in range(4)]
     assert in_order > 0.8
     assert sum(shuffled) / len(shuffled) < in_order - 0.2
 
@@ -160,11 +159,11 @@ def test_a_killed_training_job_leaves_no_model_and_its_rerun_resumes(tmp_path):
 def test_a_checkpoint_of_other_settings_is_refused(data, tmp_path):
     checkpoint = tmp_path / "run.ckpt"
     settings = training.TrainSettings(variant="layerdrop", steps=4, batch_size=16, checkpoint_every=2)
-    training.train(tiny(data), data.train_images, data.train_labels, settings, checkpoint=checkpoint, log=lambda _: None,
+    training.train(tiny(data), data.train, settings, checkpoint=checkpoint, log=lambda _: None,
                    stop_after=2)
     other = training.TrainSettings(variant="layerdrop", steps=4, batch_size=16, checkpoint_every=2, layerdrop=0.3)
     with pytest.raises(ValueError, match="other settings \\(layerdrop differ\\); delete it"):
-        training.train(tiny(data), data.train_images, data.train_labels, other, checkpoint=checkpoint, log=lambda _: None)
+        training.train(tiny(data), data.train, other, checkpoint=checkpoint, log=lambda _: None)
 
 
 def test_a_trained_model_is_scored_under_every_plan_as_it_was_trained(data, tmp_path, capsys):
@@ -177,7 +176,7 @@ def test_a_trained_model_is_scored_under_every_plan_as_it_was_trained(data, tmp_
 
     settings = training.TrainSettings(variant="layershuffle_position", steps=30, batch_size=32, learning_rate=2e-3)
     model = tiny(data)
-    modules, _ = training.train(model, data.train_images, data.train_labels, settings, log=lambda _: None)
+    modules, _ = training.train(model, data.train, settings, log=lambda _: None)
     folder = tmp_path / "trained"
     training.save_trained(folder, model, modules, settings, {"data": "digits", "data_seed": 0})
     plans = ["baseline", "shuffle_all-S0", "prune-P25-S1", "reverse-N0"]
@@ -187,10 +186,10 @@ def test_a_trained_model_is_scored_under_every_plan_as_it_was_trained(data, tmp_
     for key in plans:
         frame = pl.read_parquet(tmp_path / f"results/scores/vit.pos.s0/{key}/digits.parquet")
         plan = parse(key)
-        expected = training.accuracy(model, modules, plan, data.test_images, data.test_labels)
+        expected = training.accuracy(model, modules, plan, data.test)
         assert frame["value"].to_list() == [expected]
-        assert training.accuracy(loaded, loaded_modules, plan, data.test_images, data.test_labels) == expected
-        assert frame["random_baseline"][0] == pytest.approx(max(torch.bincount(data.test_labels)).item() / len(data.test_labels))
+        assert training.accuracy(loaded, loaded_modules, plan, data.test) == expected
+        assert frame["random_baseline"][0] == pytest.approx(max(torch.bincount(data.test.labels)).item() / len(data.test))
     assert cli.main(["evaluate-vision", "--trained", str(folder), "--name", "x", "--plans", "skip-N2",
                      "--out", str(tmp_path / "results")]) == 2
     assert "plan skip-N2 does not fit this 4-layer model" in capsys.readouterr().err

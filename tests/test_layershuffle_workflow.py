@@ -1,8 +1,9 @@
 """The LayerShuffle study in the workflow: tiny ViTs trained on the digits as two variants, scored
-under the evaluation grid, drawn in the report; and what re-runs after."""
+under the evaluation grid, LayerShuffle's merged and ensembled, drawn in the report; and what re-runs after."""
 
 import re
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -18,9 +19,14 @@ STUDY = changed(lambda c: (
         "variants": ["sequential", "layershuffle"], "seeds": [0], "steps": 30, "batch_size": 32, "learning_rate": 1.0e-3,
         "warmup_steps": 5, "checkpoint_every": 10,
         "evaluation": {"order_seeds": [0, 1], "pruned": [1], "prune_seeds": [0]},
+        "merging": {"variants": ["layershuffle"], "seeds": [0, 1], "merges": 2},
+        "umap": {"seeds": [0], "images": 20, "order_seeds": [0, 1]},
         "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 10, "cpus_per_task": 1}}),
 ), ENCODER_RUN)
 PLANS = {"baseline", "shuffle_all-S0", "shuffle_all-S1", "prune-P25-S0", "shuffle_prune-P25-S0"}
+TRAINED = ["vit.sequential.s0", "vit.layershuffle.s0", "vit.layershuffle.s1"]  # s1: merged with s0
+COMBINED = ["vit.layershuffle.m0", "vit.layershuffle.m1", "vit.layershuffle.ensemble"]
+MERGE_PLANS = {"baseline", "shuffle_all-S0", "shuffle_all-S1"}
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +39,21 @@ def study_run(tmp_path_factory):
 
 def test_each_variant_is_trained_scored_under_the_grid_and_drawn(study_run):
     results = study_run / "results"
-    for variant in ("sequential", "layershuffle"):
-        trained = results / f"layershuffle/models/vit.{variant}.s0"
+    for name in TRAINED:
+        trained = results / f"layershuffle/models/{name}"
         assert (trained / "model/config.json").is_file() and (trained / "training.json").is_file()
-        assert not (results / f"layershuffle/models/.vit.{variant}.s0.checkpoint.pt").exists()
-        scored = {p.parent.name for p in (results / f"scores/vit.{variant}.s0").rglob("digits.parquet")}
-        assert scored == PLANS
+        assert not (results / f"layershuffle/models/.{name}.checkpoint.pt").exists()
+        assert {p.parent.name for p in (results / f"scores/{name}").rglob("digits.parquet")} == PLANS
+    for name in COMBINED:
+        assert {p.parent.name for p in (results / f"scores/{name}").rglob("digits.parquet")} == MERGE_PLANS
     summary = pl.read_parquet(results / "summary.parquet")
-    assert set(summary.filter(pl.col("benchmark") == "digits")["model"]) == {"vit.sequential.s0", "vit.layershuffle.s0"}
-    for figure in ("layershuffle_order", "layershuffle_pruning"):
+    assert set(summary.filter(pl.col("benchmark") == "digits")["model"]) == {*TRAINED, *COMBINED}
+    for name in ("vit.sequential.s0", "vit.layershuffle.s0"):  # umap.seeds [0]: every variant's model of seed 0
+        assert len(pl.read_parquet(results / f"layershuffle/umap/{name}.parquet")) == 20 * 4 * 2  # images x layers x orders
+    for figure in ("layershuffle_order", "layershuffle_pruning", "layershuffle_merging", "layershuffle_umap"):
         assert (results / f"figures/vit/{figure}.png").is_file()
-    assert "layershuffle_order" in (study_run / "reports/report.html").read_text()
+    report = (study_run / "reports/report.html").read_text()
+    assert "layershuffle_order" in report and "layershuffle_merging" in report
 
 
 def test_nothing_changed_means_nothing_to_do(study_run):
@@ -58,8 +68,19 @@ def test_a_changed_training_setting_retrains_and_rescores_and_says_why(study_run
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     jobs = planned_jobs(result)
-    assert sum(count for rule, count in jobs.items() if rule.startswith("train_vision_")) == 2
-    assert len(planned_scores(result)) == 2 * len(PLANS)
-    assert re.search(r"10 finished score\(s\) will be recomputed: 10 x its model was trained with steps 30, "
-                     r"the config asks for 40", output), output[-2000:]
+    assert sum(count for rule, count in jobs.items() if rule.startswith("train_vision_")) == 3
+    assert jobs["merge_vision_vit_layershuffle"] == 1
+    assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS)
+    assert re.search(r"24 finished score\(s\) will be recomputed: 15 x its model was trained with steps 30, "
+                     r"the config asks for 40; 6 x its model was merged from models trained with steps 30, the config asks for 40; "
+                     r"3 x its model was an ensemble of models trained with steps 30, the config asks for 40",
+                     output), output[-2000:]
     assert not [p for p in score_mtimes(workdir) if "minilm" in str(p) and str(p) in planned_scores(result)]
+
+
+def test_another_merge_scores_only_that_merge(study_run):
+    more = changed(lambda c: c["layershuffle"]["merging"].update(merges=3), STUDY)
+    result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, more, "merges.yaml")))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert planned_jobs(result).get("merge_vision_vit_layershuffle") == 1
+    assert {Path(p).parent.parent.name for p in planned_scores(result)} == {"vit.layershuffle.m2"}

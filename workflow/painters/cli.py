@@ -17,6 +17,8 @@ COMMANDS = {
     "demo-glue": "painters.demo.glue_tasks",
     "train-vision": "painters.layershuffle.training",
     "evaluate-vision": "painters.layershuffle.evaluation",
+    "umap-vision": "painters.layershuffle.layer_umap",
+    "merge-vision": "painters.layershuffle.merging",
     "demo-data": "painters.demo.data",
     "demo-model": "painters.demo.train",
     "similarity": "painters.similarity",

@@ -101,24 +101,27 @@ def parse_batch_size(text: str) -> int | str:
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.gguf")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt",
                    "spiece.model")
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json",)  # a vision model's, instead of a tokenizer
 
 
-def model_folder_lacks(path: Path) -> str | None:
-    """What a local model folder lacks to be loaded (config, weights, tokenizer), or None."""
+def model_folder_lacks(path: Path, preprocessor_files: tuple[str, ...] = TOKENIZER_FILES) -> str | None:
+    """What a local model folder lacks to be loaded (config, weights, tokenizer or, for a vision model
+    (IMAGE_PROCESSOR_FILES), image processor), or None."""
     if not (path / "config.json").is_file():
         return "config.json"
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
         return f"weights ({', '.join(WEIGHT_FILES)})"
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        return f"tokenizer files ({', '.join(TOKENIZER_FILES)})"
+    if not any((path / name).is_file() for name in preprocessor_files):
+        kind = "tokenizer" if preprocessor_files == TOKENIZER_FILES else "image processor"
+        return f"{kind} files ({', '.join(preprocessor_files)})"
     return None
 
 
-def check_model_source(model: str) -> None:
+def check_model_source(model: str, preprocessor_files: tuple[str, ...] = TOKENIZER_FILES) -> None:
     """Fail early and clearly when `model` is neither a local model folder nor a hub id."""
     path = Path(model).expanduser()
     if path.exists():
-        lacking = model_folder_lacks(path)
+        lacking = model_folder_lacks(path, preprocessor_files)
         if lacking:
             raise FileNotFoundError(f"--model {model}: {path} has no {lacking} (expected a Hugging Face model folder)")
         return

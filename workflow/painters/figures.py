@@ -1,6 +1,7 @@
 """`painters figures`: the study's figures from the summary table (PNG and SVG, and the plotted table as CSV).
 
-Each figure reads only the summary parquet (and, for Fig 3, the similarity matrix),
+Each figure reads only the summary parquet (and, for Fig 3, the similarity matrix; for
+layershuffle_umap, the UMAP points of `painters umap-vision`),
 so re-plotting never touches a score. Names follow the Painters paper:
 
     fig02_skip_switch       per layer: skip that layer vs switch it with the next (raw score +- stderr)
@@ -14,7 +15,7 @@ so re-plotting never touches a score. Names follow the Painters paper:
                             layers kept in order (baseline, prune) or shuffled (shuffle_all, shuffle_prune)
     decoder_encoder         Fig 11 of each model side by side, decoders (lm-eval) left, encoders (GLUE) right,
                             as the paper puts Llama 2 and BERT
-    layershuffle_order, layershuffle_pruning
+    layershuffle_order, layershuffle_pruning, layershuffle_merging, layershuffle_layers, layershuffle_umap
                             the LayerShuffle study's (painters.layershuffle.figures)
 
 Every figure is drawn from one table (`table()`), written beside the PNG as FIGURE.csv,
@@ -47,10 +48,11 @@ VARIANT_FIGURES = {
     "fig08_parallel": "parallel",
     "fig09_looped_parallel": "looped_parallel",
 }
-FIGURES = ["fig02_skip_switch", "fig03_similarity", *VARIANT_FIGURES, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
-           "whole_stack", "decoder_encoder", "layershuffle_order", "layershuffle_pruning"]
 # drawn by painters.layershuffle.figures (imported when asked for: it builds on this module)
-LAYERSHUFFLE_FIGURES = ("layershuffle_order", "layershuffle_pruning")
+LAYERSHUFFLE_FIGURES = ("layershuffle_order", "layershuffle_pruning", "layershuffle_merging", "layershuffle_layers",
+                        "layershuffle_umap")
+FIGURES = ["fig02_skip_switch", "fig03_similarity", *VARIANT_FIGURES, "fig10_heatmap", "fig11_all_variants", "skip_fraction",
+           "whole_stack", "decoder_encoder", *LAYERSHUFFLE_FIGURES]
 MIDDLE_VARIANTS = list(VARIANT_FIGURES.values())
 STACK_VARIANTS = ["shuffle_all", "prune", "shuffle_prune"]
 MEDIAN = "median"
@@ -303,7 +305,7 @@ def similarity_table(similarity_frame: pl.DataFrame, model: str, figure: str) ->
 
 
 def table(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.DataFrame | None = None,
-          K: int | None = None) -> pl.DataFrame:
+          K: int | None = None, umap_frame: pl.DataFrame | None = None) -> pl.DataFrame:
     """The table `figure` plots (one row per drawn point; fig03: the similarity matrix)."""
     if figure not in FIGURES:
         raise ValueError(f"unknown figure {figure!r}; valid figures: {', '.join(FIGURES)}")
@@ -323,6 +325,12 @@ def table(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.D
         return whole_stack_table(summary, model, figure)
     if figure == "decoder_encoder":
         return decoder_encoder_table(summary, figure)
+    if figure == "layershuffle_umap":
+        if umap_frame is None:
+            raise ValueError("figure layershuffle_umap needs --umap (the parquets of `painters umap-vision`)")
+        from painters.layershuffle import figures as layershuffle_figures
+
+        return layershuffle_figures.umap_table(umap_frame, model, figure)
     if figure in LAYERSHUFFLE_FIGURES:
         from painters.layershuffle import figures as layershuffle_figures
 
@@ -490,7 +498,7 @@ DRAW = {"fig02_skip_switch": draw_skip_switch, "fig03_similarity": draw_similari
 
 
 def render(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.DataFrame | None = None,
-           style: dict | None = None, K: int | None = None):
+           style: dict | None = None, K: int | None = None, umap_frame: pl.DataFrame | None = None):
     """(the matplotlib Figure, the table it plots); no file is written."""
     import matplotlib
 
@@ -498,7 +506,7 @@ def render(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    plotted = table(figure, summary, model, similarity_frame, K)
+    plotted = table(figure, summary, model, similarity_frame, K, umap_frame)
     style = style or {}
     sns.set_theme(context=style.get("context", "notebook"), style="whitegrid", palette=style.get("palette", "colorblind"))
     matplotlib.rcParams["svg.hashsalt"] = "painters"  # fixed SVG element ids: same input, same file
@@ -509,6 +517,10 @@ def render(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.
             draw_all_variants(plotted.filter(pl.col("model") == name), name, figure, ax)
         fig.tight_layout()
         return fig, plotted
+    if figure == "layershuffle_umap":  # one panel per training variant
+        from painters.layershuffle import figures as layershuffle_figures
+
+        return layershuffle_figures.draw_umap(plotted, model), plotted
     fig, ax = plt.subplots(figsize=(8, 6) if figure in ("fig03_similarity", "fig10_heatmap") else (8, 5))
     if figure in LAYERSHUFFLE_FIGURES:
         from painters.layershuffle import figures as layershuffle_figures
@@ -521,9 +533,9 @@ def render(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.
 
 
 def draw(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.DataFrame | None = None,
-         style: dict | None = None, K: int | None = None):
+         style: dict | None = None, K: int | None = None, umap_frame: pl.DataFrame | None = None):
     """The matplotlib Figure for `figure` (no file is written)."""
-    return render(figure, summary, model, similarity_frame, style, K)[0]
+    return render(figure, summary, model, similarity_frame, style, K, umap_frame)[0]
 
 
 def save_atomic(fig, png_path: str | Path, dpi: int = 150) -> tuple[Path, Path]:
@@ -553,8 +565,9 @@ def run_command(args) -> int:
         raise FileNotFoundError(f"--summary {args.summary}: no such file (made by `painters aggregate`)")
     summary = pl.read_parquet(args.summary)
     similarity_frame = pl.read_parquet(args.similarity) if args.similarity else None
+    umap_frame = pl.concat([pl.read_parquet(path) for path in args.umap]) if args.umap else None
     fig, plotted = render(args.figure, summary, args.model, similarity_frame, {"context": args.context, "palette": args.palette},
-                          K=args.k)
+                          K=args.k, umap_frame=umap_frame)
     png, svg = save_atomic(fig, args.out, dpi=args.dpi)
     plt.close(fig)
     csv = png.with_suffix(".csv")
@@ -569,6 +582,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("figures", help="draw one of the study's figures from the summary table")
     parser.add_argument("--summary", required=True, help="summary parquet from `painters aggregate`")
     parser.add_argument("--similarity", help="similarity parquet (fig03_similarity)")
+    parser.add_argument("--umap", nargs="+", metavar="FILE", help="UMAP parquets of `painters umap-vision` (layershuffle_umap)")
     parser.add_argument("--model", required=True, help="model name, or `all` for skip_fraction and decoder_encoder")
     parser.add_argument("--figure", required=True, choices=FIGURES)
     parser.add_argument("--out", required=True, help="PNG path; the SVG and the plotted table (CSV) go beside it")

@@ -192,11 +192,29 @@ def stale_reason(recorded: dict, wanted: dict) -> str | None:
     if "dtype" in asked and asked["dtype"] != wanted["dtype"]:
         return f"made with dtype {asked['dtype']}, the config asks for {wanted['dtype']}"
     if "training" in asked and asked["training"] != wanted.get("training"):
-        return "its model was trained with " + _changed_settings(asked["training"], wanted.get("training") or {})
+        return "its model was " + _training_change(asked["training"], wanted.get("training") or {})
     generative = recorded.get("generation_kwargs") is not None
     if generative and "max_gen_toks" in asked and asked["max_gen_toks"] != wanted["max_gen_toks"]:
         return f"made with max_gen_toks {_shown(asked['max_gen_toks'])}, the config asks for {_shown(wanted['max_gen_toks'])}"
     return None
+
+
+def _training_change(recorded: dict, wanted: dict) -> str:
+    """How the training a score records differs from the one asked for; a merged model's or an
+    ensemble's (painters.layershuffle.merging) says which of its models changed, or how its merge did."""
+    for key, made in (("merged_from", "merged from models"), ("ensemble_of", "an ensemble of models")):
+        if key not in recorded or key not in wanted:
+            continue
+        before, now = recorded[key], wanted[key]
+        if len(before) != len(now):
+            return (f"{made} trained with seeds {_shown([m.get('seed') for m in before])}, "
+                    f"the config asks for {_shown([m.get('seed') for m in now])}")
+        for old, new in zip(before, now):
+            if old != new:
+                return f"{made} trained with " + _changed_settings(old, new)
+        return "merged otherwise: " + _changed_settings({k: v for k, v in recorded.items() if k != key},
+                                                        {k: v for k, v in wanted.items() if k != key})
+    return "trained with " + _changed_settings(recorded, wanted)
 
 
 def _changed_settings(recorded: dict, wanted: dict) -> str:
@@ -207,8 +225,10 @@ def _changed_settings(recorded: dict, wanted: dict) -> str:
 def _shown(value) -> str:
     if value is None:
         return "none"
-    if isinstance(value, (bool, str)):
+    if isinstance(value, (bool, str, dict)):
         return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
     return str(int(value)) if float(value).is_integer() else str(value)
 
 

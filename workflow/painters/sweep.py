@@ -25,6 +25,7 @@ of `glue.seeds`, so an encoder's jobs are (model, plan, task, seed).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def configured_model_kind(config: Mapping, model_name: str) -> str:
     model = config["models"][model_name]
     if model.get("kind"):
         return model["kind"]
-    if model["path"] == demo_model_path(config):
+    if model["path"] in demo_model_paths(config):
         return "decoder"
     try:
         config_file = model_config_file(model_name, model)
@@ -186,16 +187,50 @@ def with_results_paths(config: dict) -> dict:
     return config
 
 
-def demo_model_path(config: Mapping) -> str:
-    """Where the workflow builds the demo's decoder (it does not exist before)."""
-    return f"{config.get('results', 'results')}/demo/model"
+def demo_model_path(config: Mapping, variant: str = "sequential") -> str:
+    """Where the workflow builds the demo's decoder trained as `variant` (it does not exist before)."""
+    folder = "model" if variant == "sequential" else f"model-{variant}"
+    return f"{config.get('results', 'results')}/demo/{folder}"
+
+
+def demo_model_paths(config: Mapping) -> dict[str, str]:
+    """{path: training variant} of the demo's decoders: the sequential one and one per further `demo.variants`."""
+    variants = dict.fromkeys(["sequential", *config.get("demo", {}).get("variants", [])])
+    return {demo_model_path(config, variant): variant for variant in variants}
+
+
+def with_demo_variants(config: dict) -> dict:
+    """`config` with a model NAME-VARIANT for each further variant of `demo.variants` beside each
+    model NAME that is the demo's decoder: the demo LM trained that way, configured as NAME and
+    scored by every sweep that names NAME, so the two are compared on the same plans. Changed in
+    place and returned."""
+    variants = config.get("demo", {}).get("variants", ["sequential"])
+    if "sequential" not in variants:
+        raise ValueError(f"demo.variants {variants}: must include sequential, the demo model itself "
+                         "(each other variant adds a model beside it)")
+    models = config.get("models", {})
+    for name, model in list(models.items()):
+        if model.get("path") != demo_model_path(config):
+            continue
+        for path, variant in demo_model_paths(config).items():
+            if variant == "sequential":
+                continue
+            added = f"{name}-{variant}"
+            if models.get(added, {"path": path}).get("path") != path:
+                raise ValueError(f"models.{added}: the name of the demo model {name} trained as {variant} (demo.variants, "
+                                 f"at {path}); give the configured model {added} another name")
+            models.setdefault(added, {**copy.deepcopy(model), "path": path})
+            for grid in config.get("sweeps", []):
+                if name in grid.get("models", []) and added not in grid["models"]:
+                    grid["models"].append(added)
+    return config
 
 
 def model_depth(config: Mapping, model_name: str) -> int:
     """A configured model's depth; the demo model does not exist before the workflow builds
     it, so its depth is the configured `demo.layers` (unless `num_layers` says otherwise)."""
     model = config["models"][model_name]
-    if model["path"] == demo_model_path(config) and model.get("num_layers") is None:
+    if model["path"] in demo_model_paths(config) and model.get("num_layers") is None:
         return int(config["demo"]["layers"])
     return read_num_layers(model_name, model)
 
@@ -388,7 +423,8 @@ def merge(base: dict, update: Mapping) -> dict:
 
 def read_config(paths) -> dict:
     """Config files merged in order, as Snakemake merges several --configfile, with `{results}`
-    expanded (with_results_paths); a missing file or a YAML error names the file (and line)."""
+    expanded (with_results_paths) and the demo's further variants added (with_demo_variants);
+    a missing file or a YAML error names the file (and line)."""
     import yaml
 
     config: dict = {}
@@ -402,7 +438,7 @@ def read_config(paths) -> dict:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             raise ValueError(f"--configfile {path}: not valid YAML{where} ({getattr(error, 'problem', None) or error})") from None
         config = merge(config, loaded or {})
-    return with_results_paths(config)
+    return with_demo_variants(with_results_paths(config))
 
 
 def run_command(args) -> int:

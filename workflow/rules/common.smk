@@ -27,12 +27,13 @@ if _PROBLEM:
     raise ValueError(_PROBLEM)
 validate(config, schema="../schemas/config.schema.yaml")
 sweep.with_results_paths(config)
+sweep.with_demo_variants(config)  # a model NAME-VARIANT beside the demo model NAME per further demo.variants
 
 RESULTS = config["results"]
 REPORTS = config["reports"]
 DEMO = config["demo"]
 DEMO_DATA = f"{RESULTS}/demo/data"
-DEMO_MODEL = f"{RESULTS}/demo/model"
+DEMO_MODELS = sweep.demo_model_paths(config)  # {folder: training variant} of the demo's decoders (demo.variants)
 DEMO_GLUE = f"{RESULTS}/demo/glue"
 MODELS = {name: config["models"][name] for name in sweep.enabled_models(config)}
 GLUE = config["glue"]
@@ -40,15 +41,18 @@ GLUE = config["glue"]
 
 def check_config():
     """Checks a schema cannot express; each error names the key, the value and what is valid."""
-    if not MODELS:
-        raise ValueError(f"models: none is enabled (configured: {', '.join(config['models']) or 'none'})")
+    if not MODELS and not config["layershuffle"]["enabled"]:
+        raise ValueError(f"models: none is enabled (configured: {', '.join(config['models']) or 'none'}), "
+                         "and layershuffle.enabled is false: nothing to run")
+    if MODELS and not config["sweeps"]:
+        raise ValueError(f"sweeps: none given for the models {', '.join(MODELS)} (or disable them: enabled: false)")
     for name, model in MODELS.items():
-        if model["path"] == DEMO_MODEL and not DEMO["enabled"]:
-            raise ValueError(f"models.{name}.path is the demo model {DEMO_MODEL}, but demo.enabled is false")
+        if model["path"] in DEMO_MODELS and not DEMO["enabled"]:
+            raise ValueError(f"models.{name}.path is the demo model {model['path']}, but demo.enabled is false")
         looks_local = model["path"].startswith((".", "~")) or os.path.isabs(model["path"])
-        if model["path"] != DEMO_MODEL and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
+        if model["path"] not in DEMO_MODELS and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
             raise ValueError(f"models.{name}.path {model['path']!r}: no such folder (give a model folder or a Hugging Face id)")
-        if model["path"] != DEMO_MODEL and os.path.isdir(os.path.expanduser(model["path"])):
+        if model["path"] not in DEMO_MODELS and os.path.isdir(os.path.expanduser(model["path"])):
             lacking = model_folder_lacks(Path(model["path"]).expanduser())
             if lacking:
                 raise ValueError(f"models.{name}.path {model['path']!r}: the folder has no {lacking}")
@@ -110,16 +114,16 @@ def training_settings():
 
 
 def trained_wanted_settings(dtype, training):
-    """What a score of a model trained by the workflow (GLUE fine-tuning, LayerShuffle training)
-    must have been made with: no lm-eval settings, the training settings."""
+    """What a score of a model trained by the workflow (GLUE fine-tuning, LayerShuffle training,
+    merging) must have been made with: no lm-eval settings, the training settings (a dict)."""
     return {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": dtype, "max_gen_toks": None,
-            "training": training.recorded()}
+            "training": training}
 
 
 def wanted_settings(model):
     """The settings a finished score of `model` must have been made with (results.stale_reason)."""
     if KINDS[model] == "encoder":
-        return trained_wanted_settings(MODELS[model]["dtype"], training_settings())
+        return trained_wanted_settings(MODELS[model]["dtype"], training_settings().recorded())
     evaluation = config["evaluation"]
     return {
         "fewshot_seed": evaluation["fewshot_seed"],
@@ -182,12 +186,12 @@ def rule_suffix(name):
 
 
 def uses_demo(model):
-    return MODELS[model]["path"] == DEMO_MODEL
+    return MODELS[model]["path"] in DEMO_MODELS
 
 
 def demo_inputs(model):
-    """The demo's data and model when `model` is the demo model (so they are built first)."""
-    return {"demo_data": DEMO_DATA, "demo_model": DEMO_MODEL} if uses_demo(model) else {}
+    """The demo's data and model when `model` is one of the demo's models (so they are built first)."""
+    return {"demo_data": DEMO_DATA, "demo_model": MODELS[model]["path"]} if uses_demo(model) else {}
 
 
 # Every benchmark checked once, before any evaluation job (one line naming an unknown one),
@@ -199,11 +203,44 @@ BENCHMARK_CHECK = f"{RESULTS}/checks/benchmarks.{hashlib.sha256(_CHECKED.encode(
 # ---- LayerShuffle: trained vision models (BASE.VARIANT.sSEED) and their evaluation grid
 LAYERSHUFFLE = config["layershuffle"]
 TRAINED = {m.name: m for m in layershuffle_study.trained_models(LAYERSHUFFLE)} if LAYERSHUFFLE["enabled"] else {}
+# the trained models whose layer outputs get a UMAP (figure layershuffle_umap)
+UMAP_MODELS = layershuffle_study.umap_models(LAYERSHUFFLE) if LAYERSHUFFLE["enabled"] else []
 
 
 def vision_depth(base):
+    """A base model's depth: its `layers` (a tiny ViT's: 6 unless given), else its config.json (in
+    its folder or the local Hugging Face cache, read at planning: no weights needed)."""
+    from painters.layershuffle.vision import TINY_LAYERS
+
     spec = LAYERSHUFFLE["base_models"][base]
-    return spec["layers"] if spec["model"] == "tiny" else sweep.read_num_layers(base, {"path": spec["model"]})
+    if spec["layers"] is not None or spec["model"] == "tiny":
+        return spec["layers"] or TINY_LAYERS
+    try:
+        return sweep.read_num_layers(base, {"path": spec["model"]})
+    except ValueError:
+        raise ValueError(f"layershuffle.base_models.{base}: no config.json of {spec['model']!r} with a layer count in that "
+                         f"folder or the local Hugging Face cache; download it first or give its depth "
+                         f"(layershuffle.base_models.{base}.layers)") from None
+
+
+def check_layershuffle_config():
+    """The data set and the base models fit together: digits for the tiny ViT, the others through a
+    pretrained model's image processor; an image folder is given and there."""
+    data, data_dir = LAYERSHUFFLE["data"], LAYERSHUFFLE["data_dir"]
+    for name, spec in LAYERSHUFFLE["base_models"].items():
+        if (spec["model"] == "tiny") != (data == "digits"):
+            raise ValueError(f"layershuffle.base_models.{name}: model {spec['model']} and data {data} do not go together "
+                             "(the tiny ViT trains on digits; the other data sets are read through a pretrained ViT/DeiT's "
+                             "image processor)")
+    if data == "imagefolder" and (data_dir is None or not os.path.isdir(data_dir)):
+        raise ValueError(f"layershuffle.data_dir {data_dir!r}: no such folder (data imagefolder reads DATA_DIR/train/CLASS/*.jpg|png "
+                         "and DATA_DIR/val/CLASS/...)")
+    if data != "imagefolder" and data_dir is not None:
+        raise ValueError(f"layershuffle.data_dir is for data imagefolder, not {data}: remove it")
+
+
+if LAYERSHUFFLE["enabled"]:
+    check_layershuffle_config()
 
 
 def vision_training(trained):
@@ -221,9 +258,41 @@ VISION_SCORES = {name: [score_file(name, key, LAYERSHUFFLE["data"]) for key in V
 # a score of a model trained with other settings is stale (its model is trained again first)
 for name, trained_model in TRAINED.items():
     STALE_SCORES.update(results.stale_scores(VISION_SCORES[name],
-                                             trained_wanted_settings("float32", vision_training(trained_model))))
+                                             trained_wanted_settings("float32", vision_training(trained_model).recorded())))
 VISION_PENDING = {name: [f for f in files if f in STALE_SCORES or not os.path.exists(f)] for name, files in VISION_SCORES.items()}
 SCORE_FILES += [f for files in VISION_SCORES.values() for f in files]
+
+
+def merge_assignments(base, variant):
+    """Which trained model gives each layer of each merge of `variant` (painters.layershuffle.merging)."""
+    from painters.layershuffle import merging
+
+    settings = LAYERSHUFFLE["merging"]
+    try:
+        return merging.merge_assignments(len(settings["seeds"]), vision_depth(base), settings["merges"], settings["seed"])
+    except ValueError as error:
+        raise ValueError(f"layershuffle.merging.merges: {error}") from None
+
+
+def combined_training(combined):
+    """What a merged model's or an ensemble's scores record as its training (painters.layershuffle.merging)."""
+    from painters.layershuffle import merging
+
+    sources = [vision_training(m).recorded() for m in layershuffle_study.merge_sources(LAYERSHUFFLE, combined.base, combined.variant)]
+    if combined.merge is None:
+        return merging.ensemble_training(sources)
+    return merging.merged_training(sources, merge_assignments(combined.base, combined.variant)[combined.merge])
+
+
+# merged models and ensembles: one merge job per (base model, variant) writes the pending scores of all
+COMBINED = layershuffle_study.combined_models(LAYERSHUFFLE) if LAYERSHUFFLE["enabled"] else []
+MERGE_PENDING = {}
+for combined in COMBINED:
+    files = [score_file(combined.name, key, LAYERSHUFFLE["data"]) for key in layershuffle_study.merge_plans(LAYERSHUFFLE)]
+    STALE_SCORES.update(results.stale_scores(files, trained_wanted_settings("float32", combined_training(combined))))
+    pending = [f for f in files if f in STALE_SCORES or not os.path.exists(f)]
+    MERGE_PENDING.setdefault((combined.base, combined.variant), []).extend(pending)
+    SCORE_FILES += files
 if STALE_SCORES and workflow.is_main_process:
     logger.warning(
         f"{len(STALE_SCORES)} finished score(s) will be recomputed: "
@@ -268,7 +337,8 @@ def model_resources(model_name):
 
 
 class NoRerun:
-    """Shell arguments that must not trigger a rerun when they change (the device).
+    """Shell arguments that must not trigger a rerun when they change (the device), or that cannot
+    change for an output (the demo model's variant, which its folder names).
 
     Snakemake's params trigger records only plain values (str, int, list, ...);
     an object of this class is left out of that record, yet `{params.x}` renders it.
@@ -388,7 +458,13 @@ SIDE_BY_SIDE = {KINDS[m] for m in MODELS if "fig11_all_variants" in FIGURES[m]}
 if SIDE_BY_SIDE == {"decoder", "encoder"}:
     FIGURES.setdefault("all", []).append("decoder_encoder")
 for base in {m.base for m in TRAINED.values()}:  # LayerShuffle: a base model's trained models together
-    FIGURES[base] = list(painters_figures.LAYERSHUFFLE_FIGURES)
+    FIGURES[base] = ["layershuffle_order", "layershuffle_pruning"]
+    if LAYERSHUFFLE["merging"]["variants"]:
+        FIGURES[base].append("layershuffle_merging")
+    if any(painters_plan.parse(key).variant in ("skip_layer", "switch") for key in LAYERSHUFFLE["evaluation"]["plans"]):
+        FIGURES[base].append("layershuffle_layers")
+    if any(m.base == base for m in UMAP_MODELS):
+        FIGURES[base].append("layershuffle_umap")
 FIGURE_FILES = [
     f"{RESULTS}/figures/{model}/{figure}.{ext}" for model, figures in FIGURES.items() for figure in figures for ext in ("png", "svg")
 ]
@@ -398,6 +474,8 @@ def figure_inputs(wildcards):
     inputs = {"summary": SUMMARY}
     if wildcards.figure == "fig03_similarity":
         inputs["similarity"] = f"{RESULTS}/similarity/{wildcards.model}.parquet"
+    if wildcards.figure == "layershuffle_umap":
+        inputs["umap"] = [f"{RESULTS}/layershuffle/umap/{m.name}.parquet" for m in UMAP_MODELS if m.base == wildcards.model]
     return inputs
 
 

@@ -44,6 +44,7 @@ for figure_name in ALL_FIGURES:
             model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
         params:
             similarity=lambda w, input: f"--similarity {shlex.quote(input.similarity)}" if "similarity" in input.keys() else "",
+            umap=lambda w, input: f"--umap {shlex.join(input.umap)}" if "umap" in input.keys() else "",
             line_K=line_K_arg,
             # plot-only settings: changing them re-runs the figures and nothing else
             style=shlex.join(f"--{key.replace('_', '-')}={value}" for key, value in config["figures"].items()),
@@ -56,5 +57,5 @@ for figure_name in ALL_FIGURES:
         conda:
             "../../envs/painters.yaml"
         shell:
-            "painters figures --summary {input.summary:q} {params.similarity} --model {wildcards.model:q}"
+            "painters figures --summary {input.summary:q} {params.similarity} {params.umap} --model {wildcards.model:q}"
             " --figure {wildcards.figure} {params.line_K} --out {output.png:q} {params.style} > {log:q} 2>&1"

@@ -17,6 +17,14 @@ near chance in that budget):
   small (RESIDUAL_INIT_SCALE), so each layer starts close to the identity and the
   deep stack trains like a shallow one at first; with a moderate learning rate.
 
+Training variants (`--variant`, LayerShuffle, arXiv 2407.04513): every batch runs under the plan
+`painters.layershuffle.training.batch_plan` draws for it, applied with `painters.surgery.apply`:
+`sequential` (the layers in order, the default), `layershuffle` (all layers in a new random order)
+or `layerdrop` (each layer dropped with probability 0.2). The paper's position variants
+(layershuffle_position, layershuffle_predict) add modules hooked into a vision model's layers and
+a position loss; they are not built for this language model. The variant and the settings are
+recorded in the model folder's training.json.
+
 Determinism: a fixed seed seeds the weights and the batch order, the thread count
 is fixed (CPU kernels may sum in a different order with more threads) and torch's
 deterministic algorithms are on, so the same seed gives the same weights on the
@@ -26,6 +34,7 @@ same machine.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from contextlib import contextmanager
@@ -34,8 +43,11 @@ from pathlib import Path
 
 import torch
 
-from painters import tiny
+from painters import surgery, tiny
 from painters.demo.files import building
+from painters.layershuffle.training import batch_plan
+
+VARIANTS = ("sequential", "layershuffle", "layerdrop")  # the LayerShuffle training variants without position modules
 
 PROMPT_WEIGHT = 0.1
 RESIDUAL_INIT_SCALE = 0.05
@@ -124,9 +136,13 @@ def train(
     lr: float = DEFAULTS["lr"],
     vocab_size: int = DEFAULTS["vocab_size"],
     threads: int = DEFAULTS["threads"],
+    variant: str = "sequential",
     log=print,
 ) -> TrainResult:
-    """Train a Llama causal LM and its tokenizer on DATA_DIR/train.txt; publish both in `out` as a whole."""
+    """Train a Llama causal LM and its tokenizer on DATA_DIR/train.txt as `variant`; publish both in `out` as a whole."""
+    if variant not in VARIANTS:
+        raise ValueError(f"--variant {variant}: valid for the language model: {', '.join(VARIANTS)} "
+                         "(layershuffle_position and layershuffle_predict are built for vision models only)")
     for name, value in (("steps", steps), ("layers", layers), ("batch-tokens", batch_tokens), ("threads", threads)):
         if value < 1:
             raise ValueError(f"--{name} {value}: must be at least 1")
@@ -147,7 +163,8 @@ def train(
         params = sum(p.numel() for p in model.parameters())
         log(
             f"demo model: {layers} layers, hidden {hidden}, {params / 1e6:.2f} M parameters, "
-            f"vocabulary {len(tokenizer)}, {len(documents)} documents, {steps} steps of about {batch_tokens} tokens"
+            f"vocabulary {len(tokenizer)}, {len(documents)} documents, {steps} steps of about {batch_tokens} tokens, "
+            f"trained as {variant}"
         )
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
         order = torch.Generator().manual_seed(seed)
@@ -161,7 +178,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, steps, lr)
             # no attention mask and no cache: transformers then reads the packing from the position ids
-            logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+            with surgery.apply(model, batch_plan(variant, layers, seed, step)):
+                logits = model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
             loss = _weighted_loss(logits, input_ids, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -178,6 +196,10 @@ def train(
     with building(out) as tmp:
         model.save_pretrained(tmp)  # safetensors by default
         tokenizer.save_pretrained(tmp)
+        settings = dict(variant=variant, seed=seed, steps=steps, layers=layers, hidden=hidden, heads=heads,
+                        batch_tokens=batch_tokens, lr=lr, vocab_size=vocab_size, threads=threads)
+        facts = dict(final_loss=final_loss, seconds=seconds)
+        (tmp / "training.json").write_text(json.dumps({"settings": settings, **facts}, indent=2) + "\n")
     log(f"demo model: trained in {seconds:.1f} s, final loss {final_loss:.4f}, saved to {Path(out).resolve()}")
     return TrainResult(out=Path(out).resolve(), params=params, seconds=seconds, final_loss=final_loss)
 
@@ -242,6 +264,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         vocab_size=args.vocab_size,
         threads=args.threads,
+        variant=args.variant,
     )
     return 0
 
@@ -255,7 +278,10 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--data", required=True, metavar="DIR", help="folder written by `painters demo-data`")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder (replaced if it exists)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch order (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights, the batch order and the variant's draws (default 0)")
+    parser.add_argument("--variant", default="sequential", metavar="VARIANT",
+                        help=f"how each batch runs the layers: {', '.join(VARIANTS)} (default sequential)")
     for name, kind in (("steps", int), ("layers", int), ("hidden", int), ("heads", int), ("batch-tokens", int),
                        ("lr", float), ("vocab-size", int), ("threads", int)):
         default = DEFAULTS[name.replace("-", "_")]

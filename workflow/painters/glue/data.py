@@ -44,6 +44,22 @@ def read_rows(path: Path) -> list[dict]:
     return readers[path.suffix]().to_dicts()
 
 
+def load_from_hub_cache(hub_dataset: str, config: str | None, split: str, what: str, instead: str):
+    """`datasets.load_dataset(hub_dataset, config, split=split)`: from the local Hugging Face cache where
+    offline. When it is not there, a clear error: `what` was looked for, how to download it, or `instead`."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(hub_dataset, config, split=split)
+    except Exception as error:
+        call = ", ".join(repr(part) for part in (hub_dataset, config) if part is not None)
+        raise FileNotFoundError(
+            f"{what}: {hub_dataset} ({split}) is not in the local Hugging Face cache and cannot be downloaded here "
+            f"({type(error).__name__}); download it where there is internet "
+            f"(python -c \"import datasets; datasets.load_dataset({call})\") or {instead}"
+        ) from None
+
+
 def load_split(task: GlueTask, split: str, data_dir: str | Path | None = None) -> list[dict]:
     """The rows of one split: the task's text columns (strings) and `label` (a class id, or a float for STS-B)."""
     if data_dir is not None:
@@ -51,17 +67,8 @@ def load_split(task: GlueTask, split: str, data_dir: str | Path | None = None) -
         rows = read_rows(path)
         where = str(path)
     else:
-        import datasets
-
-        try:
-            rows = datasets.load_dataset(HUB_DATASET, task.name, split=split).to_list()
-        except Exception as error:
-            raise FileNotFoundError(
-                f"GLUE task {task.name}: {HUB_DATASET} ({split}) is not in the local Hugging Face cache and cannot be "
-                f"downloaded here ({type(error).__name__}); download it where there is internet "
-                f"(python -c \"import datasets; datasets.load_dataset('{HUB_DATASET}', '{task.name}')\") or give "
-                "local files (glue.data_dir, docs/offline-data.md)"
-            ) from None
+        rows = load_from_hub_cache(HUB_DATASET, task.name, split, f"GLUE task {task.name}",
+                                   "give local files (glue.data_dir, docs/offline-data.md)").to_list()
         where = f"{HUB_DATASET}/{task.name}"
     missing = [c for c in (*task.text_columns, "label") if rows and c not in rows[0]]
     if not rows or missing:

@@ -6,7 +6,8 @@ Painters plan (`skip_layer-L3`, `reverse-N1`, ...). Each (trained model, plan) s
 `OUT/scores/NAME/PLAN/DATA.parquet` in the format of `painters evaluate` (metric `acc`,
 `random_baseline` the majority share of the test labels), so the workflow's summary, figures and
 incremental caching treat it like any score. A trained model's position modules (LayerShuffle-position)
-run with it.
+run with it, in the precision it was trained in, on the test split of its data set (read once for
+all plans: each batch is scored under every pending plan).
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ def load_trained(folder: str | Path):
     settings = training.TrainSettings(**facts["settings"])
     modules = training.position_modules(model, settings)
     if modules is not None:
-        modules.load_state_dict(torch.load(folder / "position_modules.pt", weights_only=True))
+        modules.load_state_dict(torch.load(folder / "position_modules.pt", weights_only=True, map_location="cpu"))  # saved from a GPU too
         modules.eval()
     return model, modules, facts
 
 
-def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, training, seconds) -> dict:
+def trained_data(folder: str | Path, facts: dict, trust_remote_code: bool = False):
+    """The test split a trained model is scored on: its data set's, through the image processor saved with it."""
+    from painters.layershuffle import vision
+
+    return vision.load_data(facts["data"], facts["data_seed"], data_dir=facts.get("data_dir"),
+                            image_processor=Path(folder) / "model", train=False, trust_remote_code=trust_remote_code)
+
+
+def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, training, seconds, device="cpu") -> dict:
     from datetime import datetime, timezone
 
     from painters import results
@@ -54,40 +63,61 @@ def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chanc
         "prompt_hash": None, "generation_kwargs": None,
         # how the model was trained: a score of a model trained otherwise is stale (results.stale_reason)
         "settings": json.dumps({"dtype": "float32", "training": training}, sort_keys=True),
-        "batch_size": "256", "batch_size_used": 256, "bootstrap_iters": None, "dtype": "float32", "device": "cpu",
+        "batch_size": "256", "batch_size_used": 256, "bootstrap_iters": None, "dtype": "float32", "device": str(device),
         "seconds": seconds, **results.versions(), "timestamp": datetime.now(timezone.utc),
     }
 
 
 def run_command(args) -> int:
-    from collections import Counter
-
     from painters import results, surgery
     from painters.evaluate import check_plan_keys
-    from painters.layershuffle import training, vision
+    from painters.layershuffle import training
 
     results.safe_name(args.name, "--name")
     check_plan_keys(args.plans)  # the keys, before loading anything
+    device = training.select_device(args.device)
+    training.check_workers(args.workers)
     model, modules, facts = load_trained(args.trained)
+    precision = facts["settings"].get("precision", "fp32")  # as it was trained
+    training.check_precision(precision, device)
     depth = surgery.num_layers(model)
     plans = check_plan_keys(args.plans, depth)
-    data = vision.load_data(facts["data"], facts["data_seed"])  # the test split of its training
-    counts = Counter(data.test_labels.tolist())
-    chance = max(counts.values()) / len(data.test_labels)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for plan in plans:
-        path = results.score_path(args.out, args.name, plan.key, data.name)
-        if path.exists() and not args.overwrite:
-            continue
-        started = time.perf_counter()
-        accuracy = training.accuracy(model, modules, plan, data.test_images, data.test_labels)
-        row = score_row(name=args.name, model_id=str(Path(args.trained).resolve()), plan=plan, depth=depth,
-                        data_name=data.name, accuracy=accuracy, labels=data.test_labels, chance=chance, training=facts["settings"],
-                        seconds=time.perf_counter() - started)
-        results.write_atomic(results.scores_frame([row]), path)
-        print(f"{plan.key}: acc {accuracy:.4f} -> {path}", flush=True)
+    data = trained_data(args.trained, facts)
+    pending = pending_plans(args.out, args.name, plans, data.name, args.overwrite)
+    if not pending:
+        return 0
+    model.to(device)
+    if modules is not None:
+        modules.to(device)
+    started = time.perf_counter()
+    scores = training.accuracies(model, modules, pending, data.test, precision=precision, workers=args.workers)
+    write_scores(args.out, args.name, str(Path(args.trained).resolve()), pending, scores, depth=depth, data=data,
+                 training=facts["settings"], seconds=time.perf_counter() - started, device=device)
     return 0
+
+
+def pending_plans(out, name: str, plans: list, data_name: str, overwrite: bool = False) -> list:
+    """The plans whose score of `name` is not written yet (all of them with `overwrite`)."""
+    from painters import results
+
+    return [plan for plan in plans if overwrite or not results.score_path(out, name, plan.key, data_name).exists()]
+
+
+def write_scores(out, name: str, model_id: str, plans: list, accuracies: list[float], *, depth: int, data, training: dict,
+                 seconds: float, device) -> None:
+    """One score file per plan (atomically); `seconds` is the time of all, shared equally (the plans
+    shared each batch); `random_baseline` is the majority class's share of the test labels."""
+    from painters import results
+
+    chance = float(torch.bincount(data.test.labels).max()) / len(data.test)
+    for plan, accuracy in zip(plans, accuracies):
+        path = results.score_path(out, name, plan.key, data.name)
+        row = score_row(name=name, model_id=model_id, plan=plan, depth=depth, data_name=data.name, accuracy=accuracy,
+                        labels=data.test.labels, chance=chance, training=training, seconds=seconds / len(plans), device=device)
+        results.write_atomic(results.scores_frame([row]), path)
+        print(f"{name} {plan.key}: acc {accuracy:.4f} -> {path}", flush=True)
 
 
 def register(subparsers) -> None:
@@ -96,6 +126,8 @@ def register(subparsers) -> None:
     parser.add_argument("--name", required=True, help="the trained model's name in the results")
     parser.add_argument("--plans", nargs="+", required=True, metavar="KEY")
     parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
+    parser.add_argument("--workers", type=int, default=0, help="processes reading batches ahead (0: this process)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(func=run_command)

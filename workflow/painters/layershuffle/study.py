@@ -7,6 +7,13 @@ figures read the training variant and seed back from it (`parse_trained_name`).
 Its evaluation grid (`evaluation_plans`): the layers in order (`baseline`) and in random orders
 (`shuffle_all-S*`), and k = 1, 2, ... layers pruned, kept in order (`prune-P*-S*`) or shuffled
 (`shuffle_prune-P*-S*`), with the percent that prunes exactly k layers of its depth.
+
+The separately trained models of one variant (`merging.seeds`) are merged `merging.merges` times
+(`BASE.VARIANT.mI`, painters.layershuffle.merging) and ensembled (`BASE.VARIANT.ensemble`); those
+are scored in order and in the random orders of the grid (`merge_plans`).
+
+The layer outputs of the models of `umap.seeds` (`umap_models`), run in the random orders
+`umap_plans`, are embedded by UMAP (painters.layershuffle.layer_umap).
 """
 
 from __future__ import annotations
@@ -28,6 +35,19 @@ class TrainedModel:
         return f"{self.base}.{self.variant}.s{self.seed}"
 
 
+@dataclass(frozen=True, order=True)
+class CombinedModel:
+    """A merge (index `merge`) or, with `merge` None, the ensemble of `variant`'s models merged."""
+
+    base: str
+    variant: str
+    merge: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.base}.{self.variant}." + ("ensemble" if self.merge is None else f"m{self.merge}")
+
+
 def parse_trained_name(name: str) -> TrainedModel | None:
     """The (base, variant, seed) of a trained model's name, or None for any other model name."""
     from painters.layershuffle.training import VARIANTS
@@ -38,9 +58,43 @@ def parse_trained_name(name: str) -> TrainedModel | None:
     return TrainedModel(parts[0], parts[1], int(parts[2][1:]))
 
 
+def parse_combined_name(name: str) -> CombinedModel | None:
+    """The (base, variant, merge) of a merged model's or an ensemble's name, or None for any other."""
+    from painters.layershuffle.training import VARIANTS
+
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or parts[1] not in VARIANTS:
+        return None
+    if parts[2] == "ensemble":
+        return CombinedModel(parts[0], parts[1], None)
+    if parts[2].startswith("m") and parts[2][1:].isdigit():
+        return CombinedModel(parts[0], parts[1], int(parts[2][1:]))
+    return None
+
+
 def trained_models(settings: Mapping) -> list[TrainedModel]:
-    return sorted(TrainedModel(base, variant, seed) for base in settings["base_models"]
-                  for variant in settings["variants"] for seed in settings["seeds"])
+    """Every model to train: each variant at each seed, and the models each merged variant is merged from."""
+    merging = settings.get("merging", {})
+    wanted = {(variant, seed) for variant in settings["variants"] for seed in settings["seeds"]}
+    wanted |= {(variant, seed) for variant in merging.get("variants", []) for seed in merging.get("seeds", [])}
+    return sorted(TrainedModel(base, variant, seed) for base in settings["base_models"] for variant, seed in wanted)
+
+
+def merge_sources(settings: Mapping, base: str, variant: str) -> list[TrainedModel]:
+    """The separately trained models of `variant` that its merges and its ensemble are made of."""
+    return [TrainedModel(base, variant, seed) for seed in settings["merging"]["seeds"]]
+
+
+def combined_models(settings: Mapping) -> list[CombinedModel]:
+    """The merged models and the ensemble of each merged variant of each base model."""
+    merging = settings.get("merging", {})
+    return [CombinedModel(base, variant, merge) for base in settings["base_models"] for variant in merging.get("variants", [])
+            for merge in [*range(merging["merges"]), None]]
+
+
+def merge_plans(settings: Mapping) -> list[str]:
+    """Merged models and ensembles are scored with their layers in order and in the grid's random orders."""
+    return ["baseline", *(f"shuffle_all-S{s}" for s in settings["evaluation"]["order_seeds"])]
 
 
 def percent_pruning(k: int, depth: int) -> int:
@@ -60,3 +114,20 @@ def evaluation_plans(settings: Mapping, depth: int) -> list[str]:
     pruned = [f"{kind}-P{percent_pruning(k, depth)}-S{s}" for k in evaluation["pruned"] for s in evaluation["prune_seeds"]
               for kind in ("prune", "shuffle_prune")]
     return ["baseline", *shuffles, *pruned, *evaluation.get("plans", [])]
+
+
+def umap_models(settings: Mapping) -> list[TrainedModel]:
+    """The trained models whose layer outputs get a UMAP (painters.layershuffle.layer_umap): every
+    variant at each of `umap.seeds`, which must be training seeds."""
+    seeds = settings["umap"]["seeds"]
+    missing = sorted(set(seeds) - set(settings["seeds"]))
+    if missing:
+        raise ValueError(f"layershuffle.umap.seeds {missing}: not among layershuffle.seeds {settings['seeds']} (no model is trained "
+                         "there); give trained seeds, or [] for no UMAP")
+    return sorted(TrainedModel(base, variant, seed) for base in settings["base_models"] for variant in settings["variants"]
+                  for seed in seeds)
+
+
+def umap_plans(settings: Mapping) -> list[str]:
+    """The random orders the images run in for the UMAP."""
+    return [f"shuffle_all-S{s}" for s in settings["umap"]["order_seeds"]]
