@@ -102,6 +102,17 @@ def test_the_demo_paths_follow_the_results_folder(tmp_path):
     assert "results/" not in output.replace("res2/", "")
 
 
+def test_every_similarity_job_waits_for_the_demo_texts(tmp_path):
+    """The encoder's Fig 3 reads the demo's texts too: its job must wait for the demo data (it is not a demo model)."""
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config/config.yaml"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = re.findall(r"rule similarity:\n((?:    .*\n)+)", output)
+    assert {re.search(r"output: (\S+)", job).group(1) for job in jobs} == {"results/similarity/demo.parquet",
+                                                                            "results/similarity/minilm.parquet"}
+    assert all(re.search(r"input: .*results/demo/data", job) for job in jobs), jobs
+
+
 def test_a_model_folder_without_weights_is_refused_before_any_job(tmp_path):
     folder = tmp_path / "weightless"
     folder.mkdir()

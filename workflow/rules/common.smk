@@ -418,7 +418,9 @@ def finetune_args(model):
 def similarity_inputs(wildcards):
     texts = config["similarity"]["texts"]
     inputs = demo_inputs(wildcards.model)
-    if not texts.startswith(f"{DEMO_DATA}/"):  # a file inside the demo's data folder comes with that folder
+    if texts.startswith(f"{DEMO_DATA}/"):  # a file inside the demo's data folder comes with that folder
+        inputs["demo_data"] = DEMO_DATA
+    else:
         inputs["texts"] = texts
     return inputs
 
