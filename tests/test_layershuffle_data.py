@@ -241,15 +241,21 @@ def test_bad_input_is_refused_before_any_output(arguments, message, image_folder
 
 def test_the_paper_sized_config_validates_and_plans_every_job(tmp_path):
     """config/layershuffle.yaml plans without weights or data here: two base models x five variants x five
-    seeds, each trained by one job and scored by one under 42 plans (in order, 5 random orders, 1..6 of 12
-    layers pruned in order or shuffled, 3 seeds each)."""
+    seeds, and seeds 5-11 of sequential and LayerShuffle for the merges, each trained by one job and scored
+    by one under 54 plans (in order, 5 random orders, 1..6 of 12 layers pruned in order or shuffled, 3 seeds
+    each, each layer skipped); 100 merges and the ensemble of each merged variant under 6 plans; a UMAP
+    of each variant's seed 0."""
     result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config/layershuffle.yaml"))
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result)
+    trained = 2 * (5 * 5 + 2 * 7)
     trainings = sum(count for rule, count in jobs.items() if rule.startswith("train_vision_"))
-    assert trainings == 2 * 5 * 5 and jobs["evaluate"] == 50
-    assert len(planned_scores(result)) == 50 * (1 + 5 + 6 * 3 * 2)
-    assert jobs["figure_layershuffle_order"] == 2 and jobs["figure_layershuffle_pruning"] == 2
+    assert trainings == trained and jobs["evaluate"] == trained
+    assert sum(count for rule, count in jobs.items() if rule.startswith("merge_vision_")) == 2 * 2
+    assert jobs["umap_vision"] == 2 * 5
+    assert len(planned_scores(result)) == trained * (1 + 5 + 6 * 3 * 2 + 12) + 2 * 2 * 101 * 6
+    for figure in ("order", "pruning", "merging", "umap", "layers"):
+        assert jobs[f"figure_layershuffle_{figure}"] == 2
     text = result.stdout + result.stderr
     command = next(line for line in text.splitlines() if "painters train-vision" in line and "vit-b16.layershuffle.s0" in line)
     assert "--model google/vit-base-patch16-224 --layers 12" in command and "--data imagenet-1k" in command

@@ -121,14 +121,14 @@ def write_scores(out, name: str, model_id: str, plans: list, accuracies: list[fl
 
 
 def register(subparsers) -> None:
+    from painters.layershuffle.training import add_runtime_arguments
+
     parser = subparsers.add_parser("evaluate-vision", help="a trained vision model's accuracy under each plan")
     parser.add_argument("--trained", required=True, help="a folder written by `painters train-vision`")
     parser.add_argument("--name", required=True, help="the trained model's name in the results")
     parser.add_argument("--plans", nargs="+", required=True, metavar="KEY")
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
-    parser.add_argument("--workers", type=int, default=0, help="processes reading batches ahead (0: this process)")
-    parser.add_argument("--threads", type=int)
+    add_runtime_arguments(parser)
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(func=run_command)
 

@@ -145,17 +145,21 @@ def draw_order(plotted: pl.DataFrame, base: str, figure: str, ax) -> None:
            title=f"{base}: layers in order vs in random order")
 
 
-def draw_pruning(plotted: pl.DataFrame, base: str, figure: str, ax) -> None:
+def _training_lines(plotted: pl.DataFrame, ax, dashed: str, xlabel: str, title: str) -> None:
+    """One line per series, colored by its training variant, dashed where the series name ends in `dashed`."""
     import seaborn as sns
 
     colors = dict(zip(VARIANTS, sns.color_palette(n_colors=len(VARIANTS))))  # a color per training variant
     for name, points in core._series(plotted):
         core._line(ax, points, name, marker="o", color=colors[points["variant"][0]],
-                   linestyle="--" if name.endswith("shuffled") else "-")
+                   linestyle="--" if name.endswith(dashed) else "-")
     core._ticks_at(ax, plotted, "{:.0f}")
     ax.legend(fontsize="x-small", ncol=2)
-    ax.set(xlabel="layers pruned", ylabel="test accuracy (band: seeds)", ylim=(0, 1.02),
-           title=f"{base}: pruned, the rest in order (solid) or shuffled (dashed)")
+    ax.set(xlabel=xlabel, ylabel="test accuracy (band: seeds)", ylim=(0, 1.02), title=title)
+
+
+def draw_pruning(plotted: pl.DataFrame, base: str, figure: str, ax) -> None:
+    _training_lines(plotted, ax, "shuffled", "layers pruned", f"{base}: pruned, the rest in order (solid) or shuffled (dashed)")
 
 
 def draw_merging(plotted: pl.DataFrame, base: str, figure: str, ax) -> None:
@@ -175,16 +179,7 @@ def draw_merging(plotted: pl.DataFrame, base: str, figure: str, ax) -> None:
 
 
 def draw_layers(plotted: pl.DataFrame, base: str, figure: str, ax) -> None:
-    import seaborn as sns
-
-    colors = dict(zip(VARIANTS, sns.color_palette(n_colors=len(VARIANTS))))  # a color per training variant
-    for name, points in core._series(plotted):
-        core._line(ax, points, name, marker="o", color=colors[points["variant"][0]],
-                   linestyle="--" if name.endswith("switch") else "-")
-    core._ticks_at(ax, plotted, "{:.0f}")
-    ax.legend(fontsize="x-small", ncol=2)
-    ax.set(xlabel="layer", ylabel="test accuracy (band: seeds)", ylim=(0, 1.02),
-           title=f"{base}: one layer skipped (solid) or switched with the next (dashed)")
+    _training_lines(plotted, ax, "switch", "layer", f"{base}: one layer skipped (solid) or switched with the next (dashed)")
 
 
 DRAW = {"layershuffle_order": draw_order, "layershuffle_pruning": draw_pruning, "layershuffle_merging": draw_merging,

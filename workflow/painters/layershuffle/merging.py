@@ -82,24 +82,14 @@ def ensemble_logits(models: list[nn.Module], modules: list, plan: Plan, images: 
     return torch.stack([forward(model, extra, plan, images)[0] for model, extra in zip(models, modules)]).mean(dim=0)
 
 
-@torch.no_grad()
 def ensemble_accuracies(models: list[nn.Module], modules: list, plans: list[Plan], split, batch_size: int = 256,
                         precision: str = "fp32", workers: int = 0) -> list[float]:
     """Top-1 accuracy of the models' mean logits on `split` under each of `plans`, in one pass over
     the data, on the models' device."""
-    from painters.layershuffle import vision
-    from painters.layershuffle.training import autocast, device_of
+    from painters.layershuffle.training import device_of, plan_accuracies
 
-    device = device_of(models[0])
-    correct = [0] * len(plans)
-    rows = (torch.arange(start, min(start + batch_size, len(split))) for start in range(0, len(split), batch_size))
-    for images, labels in vision.batches(split, rows, workers, pin_memory=device.type == "cuda"):
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        for index, plan in enumerate(plans):
-            with autocast(device, precision):
-                logits = ensemble_logits(models, modules, plan, images)
-            correct[index] += int((logits.argmax(-1) == labels).sum())
-    return [count / len(split) for count in correct]
+    return plan_accuracies(lambda plan, images: ensemble_logits(models, modules, plan, images), plans, split,
+                           device_of(models[0]), batch_size, precision, workers)
 
 
 # ---- `painters merge-vision`: the merges and the ensemble of one variant's trained models, scored
@@ -170,6 +160,8 @@ def ensemble_training(sources: list[dict]) -> dict:
 
 
 def register(subparsers) -> None:
+    from painters.layershuffle.training import add_runtime_arguments
+
     parser = subparsers.add_parser("merge-vision", help="merge and ensemble one variant's trained vision models, scored")
     parser.add_argument("--trained", nargs="+", required=True, metavar="FOLDER",
                         help="the separately trained models (folders `painters train-vision` wrote), differing in seed only")
@@ -178,8 +170,6 @@ def register(subparsers) -> None:
     parser.add_argument("--merge-seed", type=int, default=0, help="draws which model gives each merged layer")
     parser.add_argument("--plans", nargs="+", required=True, metavar="KEY")
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
-    parser.add_argument("--workers", type=int, default=0, help="processes reading batches ahead (0: this process)")
-    parser.add_argument("--threads", type=int)
+    add_runtime_arguments(parser)
     parser.add_argument("--overwrite", action="store_true")
     parser.set_defaults(func=run_command)

@@ -286,20 +286,27 @@ def train(model: nn.Module, split, settings: TrainSettings, checkpoint: Path | N
     return modules, history
 
 
-@torch.no_grad()
 def accuracies(model: nn.Module, modules: PositionModules | None, plans: list[plans_module.Plan], split,
                batch_size: int = 256, precision: str = "fp32", workers: int = 0) -> list[float]:
     """Top-1 accuracy of `model` on `split` under each of `plans` (the position modules' hooks
     included), in one pass over the data: each batch is read once, for every plan."""
     model.eval()
-    device = device_of(model)
+    return plan_accuracies(lambda plan, images: forward(model, modules, plan, images)[0], plans, split, device_of(model),
+                           batch_size, precision, workers)
+
+
+@torch.no_grad()
+def plan_accuracies(logits_of, plans: list[plans_module.Plan], split, device: torch.device, batch_size: int = 256,
+                    precision: str = "fp32", workers: int = 0) -> list[float]:
+    """Top-1 accuracy of `logits_of(plan, images)` on `split` under each of `plans`, in one pass over
+    the data on `device` (a model's logits, or an ensemble's)."""
     correct = [0] * len(plans)
     rows = (torch.arange(start, min(start + batch_size, len(split))) for start in range(0, len(split), batch_size))
     for images, labels in vision.batches(split, rows, workers, pin_memory=device.type == "cuda"):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         for index, plan in enumerate(plans):
             with autocast(device, precision):
-                logits, _ = forward(model, modules, plan, images)
+                logits = logits_of(plan, images)
             correct[index] += int((logits.argmax(-1) == labels).sum())
     return [count / len(split) for count in correct]
 
@@ -342,6 +349,13 @@ def select_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: there is no CUDA GPU here")
     return device
+
+
+def add_runtime_arguments(parser) -> None:
+    """Where a LayerShuffle command runs: not settings of its results."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
+    parser.add_argument("--workers", type=int, default=0, help="processes reading batches ahead (0: this process)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
 
 def check_workers(workers: int) -> None:
@@ -419,9 +433,7 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--precision", default=defaults.precision,
                         help=f"{', '.join(PRECISIONS)}: fp32, or mixed precision (fp16 on a GPU only)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if there is a GPU, else cpu)")
-    parser.add_argument("--workers", type=int, default=0, help="processes reading batches ahead (0: the training process)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    add_runtime_arguments(parser)
     parser.add_argument("--out", required=True, help="folder to write the trained model to (whole, at the end)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.set_defaults(func=run_command)
