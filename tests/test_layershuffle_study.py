@@ -162,3 +162,24 @@ def test_the_merging_caption_names_the_models_and_merges(summary, tmp_path):
     caption = Path(__file__).parent.parent / "workflow/report/layershuffle_merging.rst"
     text = Environment().from_string(caption.read_text()).render(snakemake=snakemake)
     assert "Base model ``vit``; data: digits; trained models and merges: 0, 1, 2." in text
+
+
+def test_a_score_of_a_model_trained_from_another_base_or_data_is_stale():
+    import json
+
+    from painters.results import stale_reason
+
+    base = study.trained_from("tiny", "digits", 0, None, 6, 64)
+    assert study.trained_from("google/vit-base-patch16-224", "imagenet-1k", 0, layers=12, hidden=768) == {
+        "model": "google/vit-base-patch16-224", "data": "imagenet-1k", "data_seed": 0, "data_dir": None}
+    recorded = {"settings": json.dumps({"dtype": "float32", "training": {"steps": 30}, "trained_from": base})}
+    wanted = {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": "float32", "max_gen_toks": None,
+              "training": {"steps": 30}}
+    assert stale_reason(recorded, {**wanted, "trained_from": base}) is None
+    assert stale_reason(recorded, {**wanted, "trained_from": study.trained_from("tiny", "digits", 0, None, 6, 32)}) == \
+        "its model was trained from hidden 64, the config asks for 32"
+    assert stale_reason(recorded, {**wanted, "trained_from": study.trained_from("tiny", "digits", 1, None, 6, 64)}) == \
+        "its model was trained from data_seed 0, the config asks for 1"
+    # a score written before painters recorded it is taken as unchanged, as any unrecorded setting
+    unrecorded = {"settings": json.dumps({"dtype": "float32", "training": {"steps": 30}})}
+    assert stale_reason(unrecorded, {**wanted, "trained_from": base}) is None

@@ -84,3 +84,14 @@ def test_another_merge_scores_only_that_merge(study_run):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert planned_jobs(result).get("merge_vision_vit_layershuffle") == 1
     assert {Path(p).parent.parent.name for p in planned_scores(result)} == {"vit.layershuffle.m2"}
+
+
+def test_another_base_model_retrains_and_rescores_and_says_why(study_run):
+    wider = changed(lambda c: c["layershuffle"]["base_models"]["vit"].update(hidden=24), STUDY)
+    result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, wider, "wider.yaml")))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert sum(count for rule, count in planned_jobs(result).items() if rule.startswith("train_vision_")) == 3
+    assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS)
+    assert re.search(r"24 finished score\(s\) will be recomputed: 24 x its model was trained from hidden 16, "
+                     r"the config asks for 24", output), output[-2000:]

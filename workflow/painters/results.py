@@ -193,6 +193,8 @@ def stale_reason(recorded: dict, wanted: dict) -> str | None:
         return f"made with dtype {asked['dtype']}, the config asks for {wanted['dtype']}"
     if "training" in asked and asked["training"] != wanted.get("training"):
         return "its model was " + _training_change(asked["training"], wanted.get("training") or {})
+    if "trained_from" in asked and wanted.get("trained_from") is not None and asked["trained_from"] != wanted["trained_from"]:
+        return "its model was trained from " + _changed_settings(asked["trained_from"], wanted["trained_from"])
     generative = recorded.get("generation_kwargs") is not None
     if generative and "max_gen_toks" in asked and asked["max_gen_toks"] != wanted["max_gen_toks"]:
         return f"made with max_gen_toks {_shown(asked['max_gen_toks'])}, the config asks for {_shown(wanted['max_gen_toks'])}"

@@ -113,11 +113,12 @@ def training_settings():
     return TrainingSettings(**{key: GLUE[key] for key in keys if key in GLUE})
 
 
-def trained_wanted_settings(dtype, training):
+def trained_wanted_settings(dtype, training, trained_from=None):
     """What a score of a model trained by the workflow (GLUE fine-tuning, LayerShuffle training,
-    merging) must have been made with: no lm-eval settings, the training settings (a dict)."""
+    merging) must have been made with: no lm-eval settings, the training settings (a dict), and for
+    a LayerShuffle model what it was trained from (base model, data)."""
     return {"fewshot_seed": None, "limit": None, "bootstrap_iters": None, "dtype": dtype, "max_gen_toks": None,
-            "training": training}
+            "training": training, "trained_from": trained_from}
 
 
 def wanted_settings(model):
@@ -243,6 +244,15 @@ if LAYERSHUFFLE["enabled"]:
     check_layershuffle_config()
 
 
+def vision_trained_from(base):
+    """What `base`'s trained models are trained from (painters.layershuffle.study.trained_from), as train-vision records it."""
+    spec, data_dir = LAYERSHUFFLE["base_models"][base], LAYERSHUFFLE["data_dir"]
+    tiny = spec["model"] == "tiny"
+    return layershuffle_study.trained_from(spec["model"], LAYERSHUFFLE["data"], LAYERSHUFFLE["data_seed"],
+                                           str(Path(data_dir).resolve()) if data_dir is not None else None,
+                                           vision_depth(base) if tiny else None, spec["hidden"] if tiny else None)
+
+
 def vision_training(trained):
     """The settings a trained model is trained with (painters.layershuffle.training.TrainSettings)."""
     from painters.layershuffle.training import TrainSettings
@@ -258,7 +268,8 @@ VISION_SCORES = {name: [score_file(name, key, LAYERSHUFFLE["data"]) for key in V
 # a score of a model trained with other settings is stale (its model is trained again first)
 for name, trained_model in TRAINED.items():
     STALE_SCORES.update(results.stale_scores(VISION_SCORES[name],
-                                             trained_wanted_settings("float32", vision_training(trained_model).recorded())))
+                                             trained_wanted_settings("float32", vision_training(trained_model).recorded(),
+                                                                     vision_trained_from(trained_model.base))))
 VISION_PENDING = {name: [f for f in files if f in STALE_SCORES or not os.path.exists(f)] for name, files in VISION_SCORES.items()}
 SCORE_FILES += [f for files in VISION_SCORES.values() for f in files]
 
@@ -289,7 +300,7 @@ COMBINED = layershuffle_study.combined_models(LAYERSHUFFLE) if LAYERSHUFFLE["ena
 MERGE_PENDING = {}
 for combined in COMBINED:
     files = [score_file(combined.name, key, LAYERSHUFFLE["data"]) for key in layershuffle_study.merge_plans(LAYERSHUFFLE)]
-    STALE_SCORES.update(results.stale_scores(files, trained_wanted_settings("float32", combined_training(combined))))
+    STALE_SCORES.update(results.stale_scores(files, trained_wanted_settings("float32", combined_training(combined), vision_trained_from(combined.base))))
     pending = [f for f in files if f in STALE_SCORES or not os.path.exists(f)]
     MERGE_PENDING.setdefault((combined.base, combined.variant), []).extend(pending)
     SCORE_FILES += files

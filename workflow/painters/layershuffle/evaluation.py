@@ -48,7 +48,8 @@ def trained_data(folder: str | Path, facts: dict, trust_remote_code: bool = Fals
                             image_processor=Path(folder) / "model", train=False, trust_remote_code=trust_remote_code)
 
 
-def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, training, seconds, device="cpu") -> dict:
+def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chance, training, seconds, device="cpu",
+              trained_from=None) -> dict:
     from datetime import datetime, timezone
 
     from painters import results
@@ -62,7 +63,9 @@ def score_row(*, name, model_id, plan, depth, data_name, accuracy, labels, chanc
         "random_baseline": chance, "n_samples": n, "limit": None, "num_fewshot": 0, "fewshot_seed": None,
         "prompt_hash": None, "generation_kwargs": None,
         # how the model was trained: a score of a model trained otherwise is stale (results.stale_reason)
-        "settings": json.dumps({"dtype": "float32", "training": training}, sort_keys=True),
+        # and from what (base model, data; study.trained_from), where its model recorded it
+        "settings": json.dumps({"dtype": "float32", "training": training}
+                               | ({"trained_from": trained_from} if trained_from is not None else {}), sort_keys=True),
         "batch_size": "256", "batch_size_used": 256, "bootstrap_iters": None, "dtype": "float32", "device": str(device),
         "seconds": seconds, **results.versions(), "timestamp": datetime.now(timezone.utc),
     }
@@ -94,7 +97,8 @@ def run_command(args) -> int:
     started = time.perf_counter()
     scores = training.accuracies(model, modules, pending, data.test, precision=precision, workers=args.workers)
     write_scores(args.out, args.name, str(Path(args.trained).resolve()), pending, scores, depth=depth, data=data,
-                 training=facts["settings"], seconds=time.perf_counter() - started, device=device)
+                 training=facts["settings"], seconds=time.perf_counter() - started, device=device,
+                 trained_from=facts.get("trained_from"))
     return 0
 
 
@@ -106,7 +110,7 @@ def pending_plans(out, name: str, plans: list, data_name: str, overwrite: bool =
 
 
 def write_scores(out, name: str, model_id: str, plans: list, accuracies: list[float], *, depth: int, data, training: dict,
-                 seconds: float, device) -> None:
+                 seconds: float, device, trained_from: dict | None = None) -> None:
     """One score file per plan (atomically); `seconds` is the time of all, shared equally (the plans
     shared each batch); `random_baseline` is the majority class's share of the test labels."""
     from painters import results
@@ -115,7 +119,8 @@ def write_scores(out, name: str, model_id: str, plans: list, accuracies: list[fl
     for plan, accuracy in zip(plans, accuracies):
         path = results.score_path(out, name, plan.key, data.name)
         row = score_row(name=name, model_id=model_id, plan=plan, depth=depth, data_name=data.name, accuracy=accuracy,
-                        labels=data.test.labels, chance=chance, training=training, seconds=seconds / len(plans), device=device)
+                        labels=data.test.labels, chance=chance, training=training, seconds=seconds / len(plans), device=device,
+                        trained_from=trained_from)
         results.write_atomic(results.scores_frame([row]), path)
         print(f"{name} {plan.key}: acc {accuracy:.4f} -> {path}", flush=True)
 

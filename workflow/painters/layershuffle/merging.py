@@ -113,7 +113,7 @@ def run_command(args) -> int:
     models, modules, facts = (list(column) for column in zip(*loaded))
     # one variant, one data set, one architecture: only the seed may differ
     shared = [{key: value for key, value in f["settings"].items() if key != "seed"} | {"data": f["data"], "data_seed": f["data_seed"],
-              "base_model": f["base_model"]} for f in facts]
+              "base_model": f["base_model"], "trained_from": f.get("trained_from")} for f in facts]
     differing = [str(folder) for folder, same in zip(args.trained, shared) if same != shared[0]]
     if differing:
         raise ValueError(f"--trained {', '.join(differing)}: trained otherwise than {args.trained[0]} (merged models must "
@@ -139,7 +139,8 @@ def run_command(args) -> int:
         if pending:
             started = time.perf_counter()
             evaluation.write_scores(args.out, name, model_id, pending, accuracies_of(pending), depth=depth, data=data,
-                                    training=training_record, seconds=time.perf_counter() - started, device=device)
+                                    training=training_record, seconds=time.perf_counter() - started, device=device,
+                                    trained_from=facts[0].get("trained_from"))
 
     for index, assignment in enumerate(assignments):
         score(f"{args.name}.m{index}", merged_training(sources, assignment),

@@ -48,6 +48,16 @@ class CombinedModel:
         return f"{self.base}.{self.variant}." + ("ensemble" if self.merge is None else f"m{self.merge}")
 
 
+def trained_from(model: str, data: str, data_seed: int, data_dir: str | None = None, layers: int | None = None,
+                 hidden: int | None = None) -> dict:
+    """What a model was trained from besides its training settings: the base model (a tiny ViT's
+    depth and width) and the data. Its scores record it; a score of a model trained from another is stale."""
+    record = {"model": model, "data": data, "data_seed": data_seed, "data_dir": data_dir}
+    if model == "tiny":
+        record |= {"layers": layers, "hidden": hidden}
+    return record
+
+
 def parse_trained_name(name: str) -> TrainedModel | None:
     """The (base, variant, seed) of a trained model's name, or None for any other model name."""
     from painters.layershuffle.training import VARIANTS

@@ -366,6 +366,8 @@ def check_workers(workers: int) -> None:
 def run_command(args) -> int:
     import time
 
+    from painters.layershuffle import study
+
     settings = TrainSettings(variant=args.variant, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
                              learning_rate=args.learning_rate, weight_decay=args.weight_decay,
                              warmup_steps=args.warmup_steps, layerdrop=args.layerdrop, checkpoint_every=args.checkpoint_every,
@@ -399,8 +401,11 @@ def run_command(args) -> int:
                              log=lambda line: print(line, flush=True), workers=args.workers)
     sequential = accuracy(model, modules, BASELINE, data.test, precision=settings.precision, workers=args.workers)
     # how it was trained (settings) and on what; not where (device, workers: the same numbers)
-    facts = {"data": args.data, "data_seed": args.data_seed,
-             "data_dir": str(Path(args.data_dir).resolve()) if args.data_dir is not None else None, "base_model": args.model,
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
+    tiny = args.model == "tiny"
+    base = study.trained_from(args.model, args.data, args.data_seed, data_dir, surgery.num_layers(model) if tiny else None,
+                              model.config.hidden_size if tiny else None)
+    facts = {"data": args.data, "data_seed": args.data_seed, "data_dir": data_dir, "base_model": args.model, "trained_from": base,
              "test_accuracy_sequential": sequential, "final_loss": history[-1][1] if history else None,
              "seconds": time.perf_counter() - started}
     save_trained(out, model, modules, settings, facts, getattr(data.test, "processor", None))
