@@ -325,16 +325,10 @@ def table(figure: str, summary: pl.DataFrame, model: str, similarity_frame: pl.D
         return whole_stack_table(summary, model, figure)
     if figure == "decoder_encoder":
         return decoder_encoder_table(summary, figure)
-    if figure == "layershuffle_umap":
-        if umap_frame is None:
-            raise ValueError("figure layershuffle_umap needs --umap (the parquets of `painters umap-vision`)")
-        from painters.layershuffle import figures as layershuffle_figures
-
-        return layershuffle_figures.umap_table(umap_frame, model, figure)
     if figure in LAYERSHUFFLE_FIGURES:
         from painters.layershuffle import figures as layershuffle_figures
 
-        return layershuffle_figures.table(figure, summary, model)
+        return layershuffle_figures.table(figure, summary, model, umap_frame)
     return skip_fraction_table(summary, figure)
 
 

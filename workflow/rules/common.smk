@@ -1,4 +1,5 @@
 # Config validation, the sweep table and the helpers the rules share.
+import functools
 import hashlib
 import json
 import os
@@ -274,6 +275,7 @@ VISION_PENDING = {name: [f for f in files if f in STALE_SCORES or not os.path.ex
 SCORE_FILES += [f for files in VISION_SCORES.values() for f in files]
 
 
+@functools.cache  # asked once per merged model: drawn once per (base, variant)
 def merge_assignments(base, variant):
     """Which trained model gives each layer of each merge of `variant` (painters.layershuffle.merging)."""
     from painters.layershuffle import merging

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 
 
-def load_trained(folder: str | Path):
-    """(model, position modules or None, its training.json) of a folder `painters train-vision` wrote."""
+def load_trained(folder: str | Path, device: torch.device | str = "cpu"):
+    """(model, position modules or None, its training.json) of a folder `painters train-vision` wrote,
+    the model and its position modules on `device`."""
     import transformers
 
     from painters.layershuffle import training
@@ -31,12 +32,12 @@ def load_trained(folder: str | Path):
         raise FileNotFoundError(f"--trained {folder}: not a trained model folder (expected model/ and training.json, "
                                 "as `painters train-vision` writes)")
     facts = json.loads(facts_file.read_text())
-    model = transformers.AutoModelForImageClassification.from_pretrained(folder / "model").eval()
+    model = transformers.AutoModelForImageClassification.from_pretrained(folder / "model").eval().to(device)
     settings = training.TrainSettings(**facts["settings"])
     modules = training.position_modules(model, settings)
     if modules is not None:
         modules.load_state_dict(torch.load(folder / "position_modules.pt", weights_only=True, map_location="cpu"))  # saved from a GPU too
-        modules.eval()
+        modules.eval().to(device)
     return model, modules, facts
 
 
@@ -80,7 +81,7 @@ def run_command(args) -> int:
     check_plan_keys(args.plans)  # the keys, before loading anything
     device = training.select_device(args.device)
     training.check_workers(args.workers)
-    model, modules, facts = load_trained(args.trained)
+    model, modules, facts = load_trained(args.trained, device)
     precision = facts["settings"].get("precision", "fp32")  # as it was trained
     training.check_precision(precision, device)
     depth = surgery.num_layers(model)
@@ -91,9 +92,6 @@ def run_command(args) -> int:
     pending = pending_plans(args.out, args.name, plans, data.name, args.overwrite)
     if not pending:
         return 0
-    model.to(device)
-    if modules is not None:
-        modules.to(device)
     started = time.perf_counter()
     scores = training.accuracies(model, modules, pending, data.test, precision=precision, workers=args.workers)
     write_scores(args.out, args.name, str(Path(args.trained).resolve()), pending, scores, depth=depth, data=data,

@@ -128,7 +128,11 @@ TABLES = {"layershuffle_order": order_table, "layershuffle_pruning": pruning_tab
           "layershuffle_layers": layers_table}
 
 
-def table(figure: str, summary: pl.DataFrame, base: str) -> pl.DataFrame:
+def table(figure: str, summary: pl.DataFrame, base: str, umap_frame: pl.DataFrame | None = None) -> pl.DataFrame:
+    if figure == "layershuffle_umap":  # from the UMAP points, not the summary
+        if umap_frame is None:
+            raise ValueError("figure layershuffle_umap needs --umap (the parquets of `painters umap-vision`)")
+        return umap_table(umap_frame, base, figure)
     return TABLES[figure](summary, base, figure)
 
 

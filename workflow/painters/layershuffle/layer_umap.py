@@ -133,13 +133,10 @@ def run_command(args) -> int:
         raise ValueError(f"--images {args.images}: must be >= 1")
     device = training.select_device(args.device)
     started = time.perf_counter()
-    model, modules, facts = load_trained(args.trained)
+    model, modules, facts = load_trained(args.trained, device)
     plans = check_plan_keys(args.plans, surgery.num_layers(model))
     if args.threads:
         torch.set_num_threads(args.threads)
-    model.to(device)
-    if modules is not None:
-        modules.to(device)
     test = trained_data(args.trained, facts).test  # the test split of its training
     # the first images: digits' split is a seeded permutation, and the others' test splits are not sorted by class
     rows = range(min(args.images, len(test)))

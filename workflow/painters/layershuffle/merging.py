@@ -109,7 +109,7 @@ def run_command(args) -> int:
         raise ValueError(f"--trained: merging needs at least 2 trained models, got {len(args.trained)}")
     device = training.select_device(args.device)
     training.check_workers(args.workers)
-    loaded = [evaluation.load_trained(folder) for folder in args.trained]
+    loaded = [evaluation.load_trained(folder, device) for folder in args.trained]
     models, modules, facts = (list(column) for column in zip(*loaded))
     # one variant, one data set, one architecture: only the seed may differ
     shared = [{key: value for key, value in f["settings"].items() if key != "seed"} | {"data": f["data"], "data_seed": f["data_seed"],
@@ -126,10 +126,6 @@ def run_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = evaluation.trained_data(args.trained[0], facts[0])
-    for model, extra in zip(models, modules):
-        model.to(device)
-        if extra is not None:
-            extra.to(device)
     sources = [f["settings"] for f in facts]
     model_id = ";".join(str(Path(folder).resolve()) for folder in args.trained)
     options = {"precision": precision, "workers": args.workers}
