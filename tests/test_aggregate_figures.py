@@ -136,6 +136,27 @@ def test_a_score_is_stale_when_a_recorded_setting_differs(tmp_path, recorded, wa
     assert (stale[str(path)][0] if stale else None) == reason
 
 
+def test_a_changed_kv_cache_makes_exactly_the_generated_scores_of_parallel_plans_stale(tmp_path):
+    from painters.results import stale_scores
+
+    paths = {}
+    for plan_key in ("baseline", "skip-N1", "reverse-N0", "parallel-N1", "looped_parallel-N0-K2", "parallel-N3"):
+        for benchmark, generation in (("gsm", '{"max_gen_toks": 8}'), ("choice", None)):
+            paths[plan_key, benchmark] = score_path(tmp_path, "m", plan_key, benchmark)
+            frame = scores_frame([{**row("m", plan_key, benchmark, "acc", 0.5, 0.25), "generation_kwargs": generation}])
+            write_atomic(frame, paths[plan_key, benchmark])  # made before kv_cache was recorded: exact
+    assert stale_scores(map(str, paths.values()), {**WANTED, "kv_cache": "exact"}) == {}
+    stale = stale_scores(map(str, paths.values()), {**WANTED, "kv_cache": "reference"})
+    # parallel-N3 of a T-layer model has one middle layer: a step of one call, the same in both modes
+    assert set(stale) == {str(paths["parallel-N1", "gsm"]), str(paths["looped_parallel-N0-K2", "gsm"])}
+    assert all(reason == "made with kv_cache exact, the config asks for reference" for reason, _ in stale.values())
+    settings = '{"dtype": "float32", "max_gen_toks": null, "kv_cache": "reference"}'
+    write_atomic(scores_frame([{**row("m", "parallel-N1", "gsm", "acc", 0.5, 0.25), "settings": settings,
+                                "generation_kwargs": "{}"}]), paths["parallel-N1", "gsm"])
+    assert str(paths["parallel-N1", "gsm"]) not in stale_scores(map(str, paths.values()), {**WANTED, "kv_cache": "reference"})
+    assert str(paths["parallel-N1", "gsm"]) in stale_scores(map(str, paths.values()), {**WANTED, "kv_cache": "exact"})
+
+
 def test_duplicate_results_are_an_error():
     frame = scores_frame([row("m", "baseline", "choice", "acc", 0.5, 0.25)] * 2)
     with pytest.raises(ValueError, match="same result twice"):

@@ -13,26 +13,35 @@ identical (painters.evaluate.Session.prepare).
 Batching follows HFLM's own (same order, batch sizes, right padding, model call and
 log-softmax), so each answer is the one the plan-at-a-time HFLM gives under
 surgery.apply. lm-eval's sqlite cache is never used: it keys on request text only.
+
+generate_until requests are answered for every plan of the pass too: per batch of prompts
+(HFLM's own batching and generate()), the plans are visited in the same trie order and the
+prompt's prefill shares each distinct schedule prefix (painters.generation). The batch size is
+what the plans' caches let fit the memory budget (painters.cost), at most the one asked for.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils import Collator
+from lm_eval.models.utils import Collator, normalize_gen_kwargs
 from lm_eval.models.utils_hf import pad_and_concat
 from torch import nn
 
-from painters import surgery, trie
+from painters import cost, generation, surgery, trie
 from painters.plan import Plan
 
 
 class PrefixStore:
     """Hidden states of the current batch after `depth` steps, for the visits still to come."""
+
+    resuming = True  # a loglikelihood forward always resumes (generation's store only in a prefill)
 
     def __init__(self):
         self.states: dict[int, object] = {}
@@ -51,19 +60,25 @@ class PrefixStore:
         held = sum(surgery.output_state(state).nelement() * surgery.output_state(state).element_size() for state in self.states.values())
         self.peak_bytes = max(self.peak_bytes, held)
 
+    def replay(self, slot: int) -> None:
+        """A skipped call's cache entry (none: loglikelihood runs without a cache)."""
+
 
 class Resume(surgery.LayerView):
     """One call of step `depth` of a plan: skipped (giving the stored state) inside the prefix
     that the visit shares with earlier ones, computed after it; the step's last call stores
     the state where a later visit starts."""
 
-    def __init__(self, call: nn.Module, depth: int, ends_step: bool, store: PrefixStore):
+    def __init__(self, call: nn.Module, depth: int, ends_step: bool, slot: int, store):
         super().__init__()
-        self.wrapped, self.depth, self.ends_step, self.store = call, depth, ends_step, store
+        self.wrapped, self.depth, self.ends_step, self.slot, self.store = call, depth, ends_step, slot, store
 
     def forward(self, hidden_states, *args, **kwargs):
         store = self.store
+        if not store.resuming:  # a decoding step of generation: every call runs
+            return self.wrapped(hidden_states, *args, **kwargs)
         if self.depth < store.start:
+            store.replay(self.slot)
             return store.states[store.start]
         output = self.wrapped(hidden_states, *args, **kwargs)
         if self.ends_step and self.depth + 1 in store.keep:
@@ -90,12 +105,18 @@ def _context_group(request):
 class SweepLM(HFLM):
     """HFLM that answers loglikelihood requests for all plans of a pass in one pass over them.
 
-    Outside `sweep(...)`, or with `plan` None, it is plain HFLM (generate_until runs
-    that way, plan by plan under surgery.apply).
+    Outside `sweep(...)`, or with `plan` None, it is plain HFLM.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, kv_cache: str = "exact", memory_gb: float | None = None, log=print, **kwargs):
         super().__init__(*args, **kwargs)
+        self.kv_cache = cost.check_kv_cache(kv_cache)  # generation's cache mode (painters.cost)
+        self.memory_gb = memory_gb  # the device's memory for generation's budget; None: measured
+        self.log = log
+        self.generation_batch_sizes: dict[str, int] = {}  # plan key -> the batch its generation ran at
+        self._generations: dict[str, dict[tuple, str]] = {}
+        self._generating: _GenerationRun | None = None
+        self.prefill_store = generation.PrefillStore()
         self.store = PrefixStore()
         self.plan: Plan | None = None  # whose answers lm-eval is given
         self.detected_batch_size: int | None = None  # batch_size auto: what lm-eval detected last
@@ -111,13 +132,17 @@ class SweepLM(HFLM):
         """Answer requests for all `plans` together inside the block (set `plan` per evaluate())."""
         self._plans = list(plans)
         self._answers = {plan.key: {} for plan in plans}
+        self._generations = {plan.key: {} for plan in plans}
+        self.generation_batch_sizes = {}
         self._visits, self._steps = self._prepare_walk()  # once per pass, not per batch of requests
         try:
             yield
         finally:
             self._plans, self._answers, self._encoded, self.plan = [], {}, {}, None
+            self._generations, self._generating, self.generation_batch_sizes = {}, None, {}
             self._visits, self._steps = [], []
             self.store.states.clear()
+            self.prefill_store.clear()
 
     def _encode_pair(self, context: str, continuation: str):
         # every plan of a pass asks for the same requests: tokenize each once
@@ -216,10 +241,140 @@ class SweepLM(HFLM):
         return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
 
-def _resumable(calls: nn.ModuleList, schedule, store: PrefixStore) -> nn.ModuleList:
-    """Each of a plan's calls wrapped by Resume, knowing its step and whether it ends the step."""
+    # ---- generate_until: all plans of the pass, each batch's prefill shared along the trie
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        if self.plan is None:
+            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+        table = self._generations[self.plan.key]
+        keys = [_generation_key(request) for request in requests]
+        missing = [request for request, key in zip(requests, keys) if key not in table]
+        if missing:
+            self._generate_all_plans(missing)
+        return [table[key] for key in keys]
+
+    def _generate_all_plans(self, requests) -> None:
+        """Every plan's generations for `requests`: HFLM's generate_until once per plan, whose
+        generate() calls (`_model_generate`) run each batch for all plans of the same batch size."""
+        keys = [_generation_key(request) for request in requests]
+        sizes = self.generation_batch_size(requests, self._plans)
+        shares_prefill = generation.plan_cache_refusal(self.model) is None
+        saved = self.batch_size_per_gpu
+        try:
+            for batch_size in sorted(set(sizes.values()), reverse=True):
+                group = [plan for plan in self._plans if sizes[plan.key] == batch_size]
+                steps = self._resumable_steps(group) if shares_prefill else []
+                visits = trie.walk([plan.schedule(surgery.num_layers(self.model)) for plan in group])
+                self._generating = _GenerationRun(group, shares_prefill, steps, visits)
+                self.batch_size_per_gpu = batch_size
+                for plan in group:
+                    self._generating.plan = plan
+                    outputs = HFLM.generate_until(self, requests, disable_tqdm=True)
+                    self._generations[plan.key].update(zip(keys, outputs))
+                    self.generation_batch_sizes[plan.key] = batch_size
+        finally:
+            self.batch_size_per_gpu = saved
+            self._generating = None
+            self.prefill_store.clear()
+
+    def generation_batch_size(self, requests, plans: Sequence[Plan]) -> dict[str, int]:
+        """Per plan, the batch its generation runs at: the one asked for (auto: all requests at
+        once), lowered to what its cache lets fit the memory budget (painters.cost). A plan whose
+        single sequence cannot fit is refused, before any work."""
+        depth = surgery.num_layers(self.model)
+        shape = cost.ModelShape.from_config(self.model.config)
+        element = cost.dtype_bytes(self.model.dtype)
+        new_tokens = max(normalize_gen_kwargs(dict(r.args[1]), self.max_gen_toks)["max_gen_toks"] for r in requests)
+        prompt = min(max(len(self.tok_encode(r.args[0])) for r in requests), self.max_length - new_tokens)
+        schedules = [plan.schedule(depth) for plan in plans]
+        kept = 0
+        if generation.plan_cache_refusal(self.model) is None:
+            kept = cost.shared_prefill_bytes(schedules, trie.walk(schedules), shape, prompt, element)
+        working = cost.working_bytes(shape, prompt, element)
+        budget, source = generation.memory_budget(self.model, self.memory_gb)
+        asked = self.batch_size_per_gpu if self.batch_size != "auto" else len(requests)
+        sizes, lowered = {}, []
+        for plan, schedule in zip(plans, schedules):
+            cache = cost.cache_bytes(schedule, shape, prompt + new_tokens, element, self.kv_cache)
+            fits = cost.fitting_batch(cache + kept + working, budget)
+            if fits == 0:
+                slots = len(cost.cache_slot_layers(schedule, self.kv_cache))
+                raise ValueError(
+                    f"plan {plan.key}: one sequence cannot fit the memory budget for generation: its {self.kv_cache} "
+                    f"cache is {cost.gib(cache)} ({slots} slots x {prompt + new_tokens} tokens), plus {cost.gib(kept + working)} "
+                    f"kept and working, against {cost.gib(budget)} ({source}); give more memory (evaluation.memory_gb, "
+                    "--memory-gb), fewer max_gen_toks, or for a parallel plan kv_cache reference")
+            sizes[plan.key] = min(asked, fits)
+            if self.batch_size != "auto" and fits < asked:
+                lowered.append((plan.key, fits, cache))
+        if lowered:
+            worst = min(lowered, key=lambda item: item[1])
+            self.log(f"generation: batch size {asked} lowered for {len(lowered)} plan(s) to what fits {cost.gib(budget)} "
+                     f"({source}), down to {worst[1]} for {worst[0]} ({cost.gib(worst[2])} of cache per sequence)")
+        return sizes
+
+    def _resumable_steps(self, plans: Sequence[Plan]) -> list[nn.ModuleList]:
+        layers = surgery.layer_list(self.model)
+        return [_resumable(surgery.build_steps(layers, plan.schedule(len(layers))), plan.schedule(len(layers)),
+                           self.prefill_store) for plan in plans]
+
+    def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
+        run = self._generating
+        if run is None:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        key = (tuple(map(tuple, context.tolist())), max_length, tuple(stop),
+               repr(sorted((k, v) for k, v in generation_kwargs.items() if k != "attention_mask")))
+        if (run.plan.key, key) not in run.outputs:
+            for plan, output in self._generate_batch(run, context, max_length, stop, generation_kwargs):
+                run.outputs[plan.key, key] = output
+        return run.outputs.pop((run.plan.key, key))
+
+    def _generate_batch(self, run: "_GenerationRun", context, max_length, stop, kwargs):
+        """(plan, generated ids) for every plan of `run` on one batch of prompts."""
+        if not run.shares_prefill:  # the family's own cache, plan by plan (exact mode)
+            for plan in run.plans:
+                with surgery.apply(self.model, plan):
+                    yield plan, HFLM._model_generate(self, context, max_length, stop, **dict(kwargs))
+            return
+        store, depth = self.prefill_store, surgery.num_layers(self.model)
+        argument = generation.cache_argument(self.model)
+        hook = self.model.register_forward_hook(lambda *_: store.end_prefill())
+        try:
+            for visit in run.visits:
+                plan = run.plans[visit.plan]
+                schedule = plan.schedule(depth)
+                with surgery.apply(self.model, plan, steps=run.steps[visit.plan]):
+                    cache = generation.PlanCache(self.model.config, schedule, self.kv_cache, store)
+                    store.begin(visit.start, visit.keep, surgery.call_steps(schedule), cache)
+                    output = HFLM._model_generate(self, context, max_length, stop, **dict(kwargs), **{argument: cache})
+                yield plan, output
+        finally:
+            hook.remove()
+            store.clear()
+
+
+@dataclass
+class _GenerationRun:
+    """The plans generating together at one batch size, and the generations not yet handed out."""
+
+    plans: list[Plan]
+    shares_prefill: bool
+    steps: list[nn.ModuleList]
+    visits: list[trie.Visit]
+    plan: Plan | None = None  # whose generations HFLM's generate_until is collecting now
+    outputs: dict = field(default_factory=dict)  # (plan key, batch key) -> generated ids
+
+
+def _generation_key(request) -> tuple:
+    context, gen_kwargs = request.args
+    return context, json.dumps(gen_kwargs, sort_keys=True, default=str)
+
+
+def _resumable(calls: nn.ModuleList, schedule, store) -> nn.ModuleList:
+    """Each of a plan's calls wrapped by Resume, knowing its step, whether it ends the step, and its slot."""
     depths, ends = surgery.call_steps(schedule), surgery.ends_of_steps(schedule)
-    return nn.ModuleList(Resume(call, depth, end, store) for call, depth, end in zip(calls, depths, ends))
+    return nn.ModuleList(Resume(call, depth, end, slot, store)
+                         for slot, (call, depth, end) in enumerate(zip(calls, depths, ends)))
 
 
 def _score(log_probs: torch.Tensor, input_length: int, continuation_length: int, continuations) -> list[tuple[float, bool]]:

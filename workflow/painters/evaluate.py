@@ -24,11 +24,12 @@ import re
 import sys
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from painters import plan as plans_module
+from painters.cost import KV_CACHE_MODES
 
 # lm-eval's bootstrap of stderrs (perplexity, ...) forks a process pool unless this is
 # set. Forking a process that runs torch threads can hang the pool (seen in a long-lived
@@ -58,6 +59,7 @@ class ModelSpec:
     data_dir: str | None = None
     include_paths: tuple[str, ...] = ()
     trust_remote_code: bool = False
+    memory_gb: float | None = None  # the device's memory for generation's batch budget; None: measured
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Request:
     overwrite: bool = False
     gen_kwargs: dict = field(default_factory=dict)
     fewshot_seed: int = FEWSHOT_SEED
+    kv_cache: str = "exact"  # generation's cache: exact, or the official code's for parallel steps (painters.cost)
 
 
 def parse_limit(text: str | None) -> float | int | None:
@@ -86,6 +89,17 @@ def parse_limit(text: str | None) -> float | int | None:
     if value <= 0 or (value >= 1 and not value.is_integer()):
         raise ValueError(f"--limit {text!r} is out of range: give a whole count >= 1 or a fraction in (0, 1)")
     return int(value) if value >= 1 else value
+
+
+def parse_memory_gb(text: str) -> float:
+    """`--memory-gb`: a positive number of GiB."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give the device's memory in GiB, a number > 0")
+    return value
 
 
 def parse_batch_size(text: str) -> int | str:
@@ -234,6 +248,8 @@ class Session:
             batch_size=spec.batch_size,
             max_length=spec.max_length,
             trust_remote_code=spec.trust_remote_code,
+            memory_gb=spec.memory_gb,
+            log=log,
         )
         include = list(spec.include_paths)
         self.local_benchmarks = []
@@ -335,15 +351,16 @@ class Session:
     def run(self, request: Request) -> list[Path]:
         """Score every (plan, benchmark) of `request`; returns the parquet paths written.
 
-        Per benchmark, the loglikelihood requests of all plans still to do are answered in one
-        shared pass (painters.engine); a benchmark with generate_until tasks runs plan by plan
-        under surgery.apply.
+        Per benchmark, the requests of all plans still to do are answered in one shared pass
+        (painters.engine): loglikelihood along the plans' trie, generate_until with the prompt's
+        prefill shared along it and batches sized to the memory budget.
         """
         from lm_eval.evaluator import evaluate
 
-        from painters import results, surgery
+        from painters import cost, generation, results
 
         plans = self.check(request)
+        cost.check_kv_cache(request.kv_cache)
         written = []
         for benchmark in request.benchmarks:
             todo = {}  # plan -> its score file
@@ -357,27 +374,32 @@ class Session:
                 continue
             benchmark_started = time.perf_counter()
             task_dict = self.task(benchmark)
-            shared = not any(is_generative(task) for task in task_dict["tasks"].values())
-            with self.lm.sweep(list(todo) if shared else []), requests_built_once(task_dict) if shared else nullcontext():
+            generative = any(is_generative(task) for task in task_dict["tasks"].values())
+            if generative:  # refused before any work, with the reason
+                for plan in todo:
+                    reason = generation.generation_refusal(self.model, plan, request.kv_cache)
+                    if reason:
+                        raise ValueError(f"benchmark {benchmark} (generate_until): {reason}")
+            self.lm.kv_cache = request.kv_cache
+            with self.lm.sweep(list(todo)), requests_built_once(task_dict):
                 for plan, final in todo.items():
                     self.prepare(task_dict, request)
                     started = time.perf_counter()
-                    self.lm.plan = plan if shared else None
-                    with nullcontext() if shared else surgery.apply(self.model, plan):
-                        output = evaluate(
-                            lm=self.lm,
-                            task_dict=task_dict,
-                            limit=request.limit,
-                            bootstrap_iters=request.bootstrap_iters,
-                            log_samples=False,
-                            verbosity="WARNING",
-                        )
+                    self.lm.plan = plan
+                    output = evaluate(
+                        lm=self.lm,
+                        task_dict=task_dict,
+                        limit=request.limit,
+                        bootstrap_iters=request.bootstrap_iters,
+                        log_samples=False,
+                        verbosity="WARNING",
+                    )
                     seconds = time.perf_counter() - started
                     rows = self.rows(output, task_dict, request, plan, benchmark, seconds)
                     results.write_atomic(results.scores_frame(rows), final)
                     written.append(final)
-            how = "in one shared pass" if shared else "plan by plan (generate_until)"
-            self.log(f"benchmark {benchmark}: {len(todo)} plan(s) {how} in {time.perf_counter() - benchmark_started:.1f} s")
+            self.log(f"benchmark {benchmark}: {len(todo)} plan(s) in one shared pass in "
+                     f"{time.perf_counter() - benchmark_started:.1f} s")
         return written
 
     def rows(self, output: dict, task_dict: dict, request: Request, plan, benchmark: str, seconds: float) -> list[dict]:
@@ -428,9 +450,10 @@ class Session:
                         "fewshot_seed": request.fewshot_seed,
                         "prompt_hash": prompts,
                         "generation_kwargs": None if generation is None else json.dumps(generation, sort_keys=True),
-                        "settings": json.dumps({"dtype": self.spec.dtype, "max_gen_toks": request.gen_kwargs.get("max_gen_toks")}),
+                        "settings": json.dumps({"dtype": self.spec.dtype, "max_gen_toks": request.gen_kwargs.get("max_gen_toks"),
+                                                "kv_cache": request.kv_cache}),
                         "batch_size": str(self.spec.batch_size),
-                        "batch_size_used": self.lm.detected_batch_size if self.spec.batch_size == "auto" else self.spec.batch_size,
+                        "batch_size_used": self._batch_size_used(plan, generation is not None),
                         "bootstrap_iters": request.bootstrap_iters,
                         "dtype": self.dtype,
                         "device": self.device,
@@ -442,6 +465,12 @@ class Session:
         if not rows:
             raise ValueError(f"lm-eval returned no metrics for benchmark {benchmark!r}")
         return rows
+
+
+    def _batch_size_used(self, plan, generative: bool) -> int | None:
+        if generative and plan.key in self.lm.generation_batch_sizes:
+            return self.lm.generation_batch_sizes[plan.key]
+        return self.lm.detected_batch_size if self.spec.batch_size == "auto" else self.spec.batch_size
 
 
 @contextmanager
@@ -518,6 +547,7 @@ def spec_from_args(args) -> ModelSpec:
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
         include_paths=tuple(str(Path(p).resolve()) for p in args.include_path),
         trust_remote_code=args.trust_remote_code,
+        memory_gb=args.memory_gb,
     )
 
 
@@ -539,6 +569,7 @@ def run_command(args) -> int:
         overwrite=args.overwrite,
         gen_kwargs=gen_kwargs,
         fewshot_seed=args.fewshot_seed,
+        kv_cache=args.kv_cache,
     )
     results.safe_name(request.name, "--name")
     slurm_job = os.environ.get("SLURM_JOB_ID")
@@ -582,6 +613,15 @@ def register(subparsers) -> None:
         help=f"seed of lm-eval's few-shot sampler, reset before every plan (default {FEWSHOT_SEED}, lm-eval's)",
     )
     parser.add_argument("--max-gen-toks", type=int, help="cap generation length of generate_until tasks")
+    parser.add_argument(
+        "--kv-cache", choices=KV_CACHE_MODES, default="exact",
+        help="generation's K/V cache: exact (one slot per layer call, the default) or reference (the official "
+        "Painters code's: a parallel step's calls share one averaged slot per iteration); recorded per score",
+    )
+    parser.add_argument(
+        "--memory-gb", type=parse_memory_gb,
+        help="memory of the device for generation's batch budget, in GiB (default: measured free memory)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
     parser.set_defaults(func=run_command)

@@ -20,6 +20,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
+from painters import cost
+from painters.plan import parse as parse_plan
+
 # column -> polars dtype; every score parquet has exactly these columns, in this order
 SCORE_COLUMNS: dict[str, pl.DataType] = {
     "model": pl.String,  # short name (path component)
@@ -198,7 +201,18 @@ def stale_reason(recorded: dict, wanted: dict) -> str | None:
     generative = recorded.get("generation_kwargs") is not None
     if generative and "max_gen_toks" in asked and asked["max_gen_toks"] != wanted["max_gen_toks"]:
         return f"made with max_gen_toks {_shown(asked['max_gen_toks'])}, the config asks for {_shown(wanted['max_gen_toks'])}"
+    # the cache mode changes generations under plans with a parallel step only (painters.cost);
+    # a file that does not record it was made with the exact cache
+    made_with = asked.get("kv_cache", "exact")
+    if generative and made_with != wanted.get("kv_cache", "exact") and _has_parallel_step(recorded):
+        return f"made with kv_cache {made_with}, the config asks for {wanted.get('kv_cache', 'exact')}"
     return None
+
+
+def _has_parallel_step(recorded: dict) -> bool:
+    if recorded.get("plan") is None or recorded.get("num_layers") is None:
+        return True  # cannot tell: recompute rather than keep a score of the other mode
+    return cost.has_parallel_step(parse_plan(recorded["plan"]).schedule(int(recorded["num_layers"])))
 
 
 def _training_change(recorded: dict, wanted: dict) -> str:
@@ -234,7 +248,8 @@ def _shown(value) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-_STALENESS_COLUMNS = ("num_fewshot", "fewshot_seed", "limit", "bootstrap_iters", "settings", "generation_kwargs", "timestamp")
+_STALENESS_COLUMNS = ("num_fewshot", "fewshot_seed", "limit", "bootstrap_iters", "settings", "generation_kwargs", "plan",
+                      "num_layers", "timestamp")
 
 
 def stale_scores(paths, wanted: dict) -> dict[str, tuple[str, str]]:

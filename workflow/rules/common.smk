@@ -133,6 +133,7 @@ def wanted_settings(model):
         "bootstrap_iters": evaluation["bootstrap_iters"],
         "dtype": MODELS[model]["dtype"],
         "max_gen_toks": evaluation.get("max_gen_toks"),
+        "kv_cache": evaluation["kv_cache"],
     }
 
 
@@ -393,6 +394,9 @@ def evaluate_args(model):
         args += ["--limit", config["limit"]]
     if evaluation.get("max_gen_toks"):
         args += ["--max-gen-toks", evaluation["max_gen_toks"]]
+    args += ["--kv-cache", evaluation["kv_cache"]]
+    if evaluation.get("memory_gb"):
+        args += ["--memory-gb", evaluation["memory_gb"]]
     for flag, key in (("--device", "device"), ("--device-map", "device_map"), ("--max-length", "max_length")):
         if model.get(key):
             args += [flag, model[key]]

@@ -53,6 +53,8 @@ for figure_name in ALL_FIGURES:
             plotted=lambda w, output: painters_figures.PlottedFacts(output.table),
             # lm-eval's limit; an encoder's GLUE scores have none (glue.max_eval_samples is a training setting)
             limit=lambda w: None if KINDS.get(w.model) == "encoder" else config.get("limit"),
+            # generation's cache mode (README, "Reproducible scores"); encoders generate nothing
+            kv_cache=lambda w: None if KINDS.get(w.model) == "encoder" else config["evaluation"]["kv_cache"],
         localrule: True
         conda:
             "../../envs/painters.yaml"
