@@ -212,3 +212,31 @@ def test_surgery_follows_layers_placed_by_a_device_map(world):
     for key in ("baseline", "reverse-N0", "parallel-N1"):
         with torch.no_grad(), surgery.apply(mapped, plan.parse(key)), surgery.apply(plain, plan.parse(key)):
             assert torch.equal(mapped(tokens).logits, plain(tokens).logits), key
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [("--kv-cache", "averaged", "invalid choice: 'averaged'.*'exact', 'reference'"),
+                                                        ("--memory-gb", "0", "'0': give the device's memory in GiB")])
+def test_bad_generation_settings_are_refused_by_the_parser(world, tmp_path, capsys, flag, value, message):
+    import re
+
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli(world, tmp_path / "out", flag, value)
+    assert exit_info.value.code == 2 and re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_generated_scores_record_the_cache_and_a_plan_that_cannot_fit_is_refused(world, tmp_path, capsys):
+    import json
+
+    plans = ("baseline", "parallel-N0", "looped_parallel-N0-K3")
+    assert evaluate_cli(world, tmp_path / "out", "--kv-cache", "reference", "--max-gen-toks", "4", "--limit", "3",
+                        plans=plans, benchmarks=("gsm8k",)) == 0
+    for plan in plans:
+        frame = read_scores(tmp_path / "out", plan, "gsm8k")
+        assert json.loads(frame["settings"][0])["kv_cache"] == "reference"
+        assert frame["batch_size_used"][0] == 16  # the batch asked for fits (CPU memory)
+    # a memory budget below the weights: not one sequence fits; refused before any work, naming the plan
+    assert evaluate_cli(world, tmp_path / "small", "--memory-gb", "0.0001", "--max-gen-toks", "4", "--limit", "3",
+                        plans=plans, benchmarks=("gsm8k",)) == 2
+    assert "plan baseline: one sequence cannot fit the memory budget" in capsys.readouterr().err
+    assert parquets(tmp_path / "small") == []

@@ -114,6 +114,7 @@ class SweepLM(HFLM):
         self.memory_gb = memory_gb  # the device's memory for generation's budget; None: measured
         self.log = log
         self.generation_batch_sizes: dict[str, int] = {}  # plan key -> the batch its generation ran at
+        self.peak_cache_bytes = 0  # the largest generation cache a batch held (measured, for benchmarks)
         self._generations: dict[str, dict[tuple, str]] = {}
         self._generating: _GenerationRun | None = None
         self.prefill_store = generation.PrefillStore()
@@ -347,6 +348,7 @@ class SweepLM(HFLM):
                     cache = generation.PlanCache(self.model.config, schedule, self.kv_cache, store)
                     store.begin(visit.start, visit.keep, surgery.call_steps(schedule), cache)
                     output = HFLM._model_generate(self, context, max_length, stop, **dict(kwargs), **{argument: cache})
+                self.peak_cache_bytes = max(self.peak_cache_bytes, cache.nbytes())
                 yield plan, output
         finally:
             hook.remove()
