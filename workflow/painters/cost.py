@@ -1,9 +1,12 @@
-"""What a plan costs in memory: the arithmetic of its generation cache and of a shared pass.
+"""What plans cost: FLOPs, bytes and seconds of a shared pass, and the memory of generation.
 
 One place for the numbers that generation (how many sequences fit a device) and job sizing
-need: a model's shape as its config gives it, the K/V cache a plan builds per sequence in
-each cache mode, and what a shared pass keeps besides. Plain Python with no I/O and no torch,
-tested against the real tensors (tests/test_cost.py).
+(painters.sweep, `painters sweep --cost`) need: a model's shape as its config gives it, the
+FLOPs of the layer calls along the plans' shared walk, of the lm head per plan and of
+attention over the context; the weights read, the K/V cache a plan builds per sequence in
+each cache mode, the hidden states and logits a shared pass keeps; and from them the seconds
+on a device profile. Plain Python with no I/O and no torch, tested against
+torch.utils.flop_counter and the real tensors (tests/test_cost.py, tests/test_generation.py).
 
 Cache modes (`evaluation.kv_cache`):
 - `exact`: one cache slot per executed layer call (painters' default), so cached generation
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from painters import trie
 from painters.plan import Schedule
 
 KV_CACHE_MODES = ("exact", "reference")
@@ -39,6 +43,11 @@ def dtype_bytes(dtype: str) -> int:
     return DTYPE_BYTES[name]
 
 
+# Families whose feed-forward has two matrices (up, down) instead of a gated three (gate, up, down).
+UNGATED_FAMILIES = frozenset({"gpt2", "gpt_neox", "gptj", "gpt_neo", "opt", "bloom", "falcon", "phi", "codegen",
+                              "gpt_bigcode", "mpt", "starcoder2", "biogpt", "xglm", "bert", "roberta", "vit", "deit"})
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """The sizes of a decoder that its memory and compute follow, read off its (text) config."""
@@ -52,6 +61,7 @@ class ModelShape:
     vocab_size: int | None = None
     layer_types: tuple[str, ...] | None = None  # per layer, where the config lists them
     sliding_window: int | None = None
+    gated_mlp: bool = True
 
     @classmethod
     def from_config(cls, config) -> "ModelShape":
@@ -62,17 +72,27 @@ class ModelShape:
         kv_heads = getattr(text, "num_key_value_heads", None) or heads
         head_dim = getattr(text, "head_dim", None) or hidden // heads
         layer_types = getattr(text, "layer_types", None)
+        intermediate = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
         return cls(
             depth=text.num_hidden_layers,
             hidden_size=hidden,
             num_heads=heads,
             num_kv_heads=kv_heads,
             head_dim=head_dim,
-            intermediate_size=getattr(text, "intermediate_size", None),
+            intermediate_size=intermediate,
             vocab_size=getattr(text, "vocab_size", None),
             layer_types=tuple(layer_types) if layer_types else None,
             sliding_window=getattr(text, "sliding_window", None),
+            gated_mlp=getattr(text, "model_type", None) not in UNGATED_FAMILIES,
         )
+
+    def layer_matmul_parameters(self) -> int:
+        """Weights of a layer's matrix products: attention's q, k, v, o and the feed-forward's."""
+        attention = 2 * self.hidden_size * self.num_heads * self.head_dim + 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+        return attention + (3 if self.gated_mlp else 2) * self.hidden_size * self.intermediate_size
+
+    def lm_head_parameters(self) -> int:
+        return self.hidden_size * (self.vocab_size or 0)
 
     @classmethod
     def from_config_dict(cls, config: Mapping) -> "ModelShape":
@@ -162,3 +182,226 @@ def fitting_batch(per_sequence_bytes: int, budget_bytes: int) -> int:
 
 def gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB"
+
+
+# ---- FLOPs and bytes (matrix products, as torch.utils.flop_counter counts them: 2 per multiply-add)
+
+
+def call_flops(shape: ModelShape, rows: int, query_tokens: int, key_tokens: int) -> int:
+    """One layer call over `rows` sequences of `query_tokens` new tokens that attend to
+    `key_tokens` (cached + new): its matrix products, and attention's two (scores and values,
+    counted over every key position as attention kernels compute them)."""
+    linear = 2 * shape.layer_matmul_parameters() * rows * query_tokens
+    attention = 4 * rows * shape.num_heads * query_tokens * key_tokens * shape.head_dim
+    return linear + attention
+
+
+def lm_head_flops(shape: ModelShape, positions: int) -> int:
+    return 2 * shape.lm_head_parameters() * positions
+
+
+def decode_step_flops(schedule: Schedule, shape: ModelShape, rows: int, past_tokens: int) -> int:
+    """One cached decoding step of `rows` sequences under `schedule`: every call attends to its
+    cache (a sliding-window layer's holds its window) plus the new token; one lm head position."""
+    layers = sum(call_flops(shape, rows, 1, slot_tokens(shape, layer, past_tokens) + 1)
+                 for step in schedule for layer in step)
+    return layers + lm_head_flops(shape, rows)
+
+
+@dataclass(frozen=True)
+class PassFlops:
+    """FLOPs of one batch through every plan of a pass: layer calls along the shared walk (each
+    distinct schedule prefix once) and the lm head once per plan."""
+
+    layers: int
+    lm_head: int
+
+    @property
+    def total(self) -> int:
+        return self.layers + self.lm_head
+
+
+def pass_flops(schedules: Sequence[Schedule], shape: ModelShape, rows: int, tokens: int, logit_positions: int | None = None,
+               shared: bool = True) -> PassFlops:
+    """A forward of `rows` x `tokens` (no cache) under each schedule, sharing prefixes when `shared`.
+
+    `logit_positions` per row that the lm head computes (default: every token, as a loglikelihood
+    forward does; a generation's prefill computes 1)."""
+    calls = trie.distinct_layer_calls(schedules) if shared else trie.layer_calls(schedules)
+    positions = tokens if logit_positions is None else logit_positions
+    return PassFlops(layers=calls * call_flops(shape, rows, tokens, tokens),
+                     lm_head=len(schedules) * lm_head_flops(shape, rows * positions))
+
+
+def weight_bytes(shape: ModelShape, calls: int, element_bytes: int) -> int:
+    """Weights a forward reads for `calls` layer calls and the lm head (matrices only)."""
+    return (calls * shape.layer_matmul_parameters() + shape.lm_head_parameters()) * element_bytes
+
+
+def most_kept_states(visits) -> int:
+    """The most hidden states the walk `visits` (painters.trie.walk) holds at once: after a visit
+    begins, the states at depths up to its start and those it keeps (painters.engine.PrefixStore)."""
+    most, held = 0, set()
+    for visit in visits:
+        held = {depth for depth in held if depth <= visit.start} | set(visit.keep)
+        most = max(most, len(held))
+    return most
+
+
+def loglikelihood_kept_bytes(shape: ModelShape, kept_depths: int, rows: int, tokens: int, element_bytes: int) -> int:
+    """What a loglikelihood pass holds beside the model for a batch: the hidden states kept at
+    `kept_depths` branch points and one plan's logits and their float32 log-softmax."""
+    states = kept_depths * rows * tokens * shape.hidden_size * element_bytes
+    logits = rows * tokens * (shape.vocab_size or 0) * (element_bytes + 4)
+    return states + logits
+
+
+# ---- seconds on a device
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What a device can do: dense FLOP/s at the dtype, memory bandwidth, memory, and the shares
+    of them a real run reaches (matrix-product efficiency, bandwidth efficiency)."""
+
+    name: str
+    flops: float
+    bandwidth: float  # bytes/s
+    memory_gb: float
+    flops_efficiency: float = 0.5
+    bandwidth_efficiency: float = 0.8
+
+    def seconds(self, flops: float, nbytes: float) -> float:
+        """A step bound by its FLOPs or by the bytes it reads, whichever takes longer."""
+        return max(flops / (self.flops * self.flops_efficiency), nbytes / (self.bandwidth * self.bandwidth_efficiency))
+
+
+# bf16 dense peaks and memory bandwidth from the vendors' data sheets; `cpu` is this project's
+# 2-core CI machine in float32, measured with benchmarks/cost_model.py (say so when changing it)
+DEVICES = {
+    "h100": DeviceProfile("h100", flops=989e12, bandwidth=3.35e12, memory_gb=80),
+    "h200": DeviceProfile("h200", flops=989e12, bandwidth=4.8e12, memory_gb=141),
+    "a100": DeviceProfile("a100", flops=312e12, bandwidth=2.0e12, memory_gb=80),
+    "l40s": DeviceProfile("l40s", flops=362e12, bandwidth=0.864e12, memory_gb=48),
+    "cpu": DeviceProfile("cpu", flops=40e9, bandwidth=10e9, memory_gb=24, flops_efficiency=0.25, bandwidth_efficiency=0.5),
+}
+
+
+def device_profile(setting) -> DeviceProfile:
+    """`cost.device`: a profile's name, or a mapping of DeviceProfile's fields."""
+    if isinstance(setting, str):
+        if setting not in DEVICES:
+            raise ValueError(f"cost.device {setting!r} is not a known profile ({', '.join(DEVICES)}); "
+                             "or give {name, flops, bandwidth, memory_gb}")
+        return DEVICES[setting]
+    fields = dict(setting)
+    missing = [key for key in ("name", "flops", "bandwidth", "memory_gb") if key not in fields]
+    if missing:
+        raise ValueError(f"cost.device: missing {', '.join(missing)} (a profile needs name, flops, bandwidth, memory_gb)")
+    return DeviceProfile(**fields)
+
+
+# ---- benchmarks: how many tokens a pass holds
+
+
+@dataclass(frozen=True)
+class BenchmarkTokens:
+    """The requests of one plan's evaluation of a benchmark: how many, and their mean sizes.
+
+    Loglikelihood: `context` + `continuation` tokens per request. generate_until: a prompt of
+    `context` tokens and up to `generated` new ones (plans that break a model rarely stop early).
+    """
+
+    requests: int
+    context: float
+    continuation: float = 0.0
+    generated: int = 0
+    measured: bool = False  # from a finished score's recorded requests, not the estimate below
+
+    @property
+    def tokens(self) -> float:
+        return self.requests * (self.context + self.continuation)
+
+    def limited(self, limit: float | None, per_document: float = 1.0) -> "BenchmarkTokens":
+        """The requests under lm-eval's `limit` (a count of documents or a fraction)."""
+        if limit is None or self.measured:
+            return self
+        documents = self.requests / per_document
+        kept = min(documents, limit) if limit >= 1 else documents * limit
+        return BenchmarkTokens(round(kept * per_document), self.context, self.continuation, self.generated)
+
+
+# Estimates before a benchmark has run for a model (Llama-2 tokenizer; lm-eval 0.4.13's tasks):
+# documents x choices requests, mean context and continuation tokens. Once a benchmark has run,
+# its score rows record the real counts (`requests`, `request_tokens`), which replace these.
+BENCHMARK_ESTIMATES = {
+    "hellaswag": (BenchmarkTokens(40168, 55, 22), 4),        # 10,042 documents x 4 endings: ~3.1 M tokens
+    "arc_easy": (BenchmarkTokens(9504, 25, 4), 4),           # 2,376 x 4 answers: ~0.28 M
+    "arc_challenge": (BenchmarkTokens(4688, 30, 6), 4),      # 1,172 x 4: ~0.17 M
+    "winogrande": (BenchmarkTokens(2534, 20, 8), 2),         # 1,267 x 2 (partial scoring): ~0.07 M
+    "lambada_openai": (BenchmarkTokens(5153, 78, 2), 1),     # ~0.41 M
+    "gsm8k": (BenchmarkTokens(1319, 824, 0, 256), 1),        # 5-shot prompts, 256 new tokens
+}
+DEFAULT_ESTIMATE = (BenchmarkTokens(1000, 64, 8), 1)  # any other benchmark, until it has run once
+
+
+def benchmark_tokens(benchmark: str, generative: bool, max_gen_toks: int | None, limit: float | None) -> BenchmarkTokens:
+    """The stated estimate of a benchmark's requests (before any score of it exists)."""
+    estimate, per_document = BENCHMARK_ESTIMATES.get(benchmark, DEFAULT_ESTIMATE)
+    if generative:
+        estimate = BenchmarkTokens(estimate.requests, estimate.context + estimate.continuation, 0,
+                                   max_gen_toks or estimate.generated or 256)
+    elif estimate.generated:
+        estimate = BenchmarkTokens(estimate.requests, estimate.context, estimate.continuation or 1)
+    return estimate.limited(limit, per_document)
+
+
+# ---- the cost of a job: one model, one benchmark, a set of plans in one shared pass
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """What one evaluation job costs on a device: FLOPs, seconds, and the most memory it holds."""
+
+    flops: float
+    seconds: float
+    peak_bytes: int  # weights, and the largest batch's cache or kept states and logits
+
+
+def job_cost(schedules: Sequence[Schedule], shape: ModelShape, tokens: BenchmarkTokens, device: DeviceProfile,
+             element_bytes: int, batch_size: int, kv_cache: str = "exact") -> JobCost:
+    """The cost of scoring `schedules` on a benchmark of `tokens` in one shared pass.
+
+    Loglikelihood: batches of `batch_size` requests of the mean length through the shared walk,
+    each bound by its FLOPs or its weight reads. generate_until: per plan, the batch its cache
+    lets fit (painters.engine sizes it so), a prefill shared along the walk, then one decode
+    step per new token whose time is its weight and cache reads or its FLOPs.
+    """
+    weights = weight_bytes(shape, shape.depth, element_bytes)
+    if not tokens.generated:
+        length = max(1, round(tokens.context + tokens.continuation))
+        batches = -(-tokens.requests // batch_size)
+        flops = pass_flops(schedules, shape, batch_size, length)
+        read = weight_bytes(shape, trie.distinct_layer_calls(schedules), element_bytes)
+        seconds = batches * device.seconds(flops.total, read)
+        kept = most_kept_states(trie.walk(schedules))
+        peak = weights + loglikelihood_kept_bytes(shape, kept, batch_size, length, element_bytes)
+        return JobCost(batches * flops.total, seconds, peak)
+    prompt, new = max(1, round(tokens.context)), tokens.generated
+    budget = device.memory_gb * 2**30 - weights
+    total_flops, total_seconds, peak = 0.0, 0.0, weights
+    prefill = pass_flops(schedules, shape, 1, prompt, logit_positions=1)
+    for schedule in schedules:
+        calls = len([i for step in schedule for i in step])
+        per_sequence = cache_bytes(schedule, shape, prompt + new, element_bytes, kv_cache) + working_bytes(shape, prompt, element_bytes)
+        rows = max(1, min(batch_size, tokens.requests, fitting_batch(per_sequence, budget)))
+        batches = -(-tokens.requests // rows)
+        # the prefill's layer work is shared along the walk: each plan pays its share of it
+        prefill_flops = rows * prefill.total / len(schedules)
+        step_flops = decode_step_flops(schedule, shape, rows, prompt + new // 2)
+        step_bytes = weight_bytes(shape, calls, element_bytes) + rows * cache_bytes(schedule, shape, prompt + new // 2, element_bytes, kv_cache)
+        seconds = device.seconds(prefill_flops, weight_bytes(shape, calls, element_bytes)) + new * device.seconds(step_flops, step_bytes)
+        total_flops += batches * (prefill_flops + new * step_flops)
+        total_seconds += batches * seconds
+        peak = max(peak, weights + rows * per_sequence)
+    return JobCost(total_flops, total_seconds, int(peak))
