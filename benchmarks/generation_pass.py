@@ -21,6 +21,7 @@ or give --model and --tasks). Run it alone: two torch processes on 2 cores slow 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from collections import defaultdict
@@ -51,7 +52,11 @@ def main() -> None:
     model_name = sweep.enabled_models(config)[0]
     depth = sweep.model_depth(config, model_name)
     demo_plans = defaultdict(set)
-    for job in sweep.expand_jobs(config, {model_name: depth}):
+    names = sweep.enabled_models(config)
+    kinds = {name: sweep.configured_model_kind(config, name) for name in names}
+    for job in sweep.expand_jobs(config, {name: sweep.model_depth(config, name) for name in names}, kinds):
+        if job.model != model_name:
+            continue
         demo_plans[job.benchmark].add(job.plan)
     N = (depth - 1 - args.row_M) // 2
     row = [f"looped_parallel-N{N}-K{k}" for k in range(1, 9)] + [
@@ -79,7 +84,8 @@ def main() -> None:
                     with surgery.apply(session.model, p) if hflm else _nothing():
                         output = evaluate(lm=lm, task_dict=task_dict, limit=args.limit, bootstrap_iters=0,
                                           log_samples=True, verbosity="WARNING")
-                    outputs[p.key] = [s["resps"] for s in output["samples"][args.benchmark]]
+                    # a snapshot: the next evaluate() refills the same requests' response lists
+                    outputs[p.key] = json.dumps([s["resps"] for s in output["samples"][args.benchmark]])
         return time.perf_counter() - started, calls[0], outputs, lm.peak_cache_bytes
 
     print(f"{args.benchmark}, limit {args.limit}, max_gen_toks {args.max_gen_toks}, batch {args.batch_size}, {depth} layers")

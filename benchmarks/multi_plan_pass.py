@@ -48,7 +48,11 @@ def main() -> None:
     model_name = sweep.enabled_models(config)[0]
     depth = sweep.model_depth(config, model_name)
     plans_of = defaultdict(set)
-    for job in sweep.expand_jobs(config, {model_name: depth}):
+    names = sweep.enabled_models(config)
+    kinds = {name: sweep.configured_model_kind(config, name) for name in names}
+    for job in sweep.expand_jobs(config, {name: sweep.model_depth(config, name) for name in names}, kinds):
+        if job.model != model_name:
+            continue
         plans_of[job.benchmark].add(job.plan)
 
     session = Session(ModelSpec(model=os.path.abspath(args.model), dtype="float32", device="cpu",

@@ -240,3 +240,17 @@ def test_generated_scores_record_the_cache_and_a_plan_that_cannot_fit_is_refused
                         plans=plans, benchmarks=("gsm8k",)) == 2
     assert "plan baseline: one sequence cannot fit the memory budget" in capsys.readouterr().err
     assert parquets(tmp_path / "small") == []
+
+
+def test_score_rows_record_the_requests_and_their_tokens(session, tmp_path):
+    session.run(Request("tiny", ("baseline", "skip-N1"), ("arc_easy", "gsm8k"), str(tmp_path), limit=4,
+                        gen_kwargs={"max_gen_toks": 2}))
+    task = session.task("arc_easy")["tasks"]["arc_easy"]
+    expected = sum(len(session.tokenizer(i.args[0] + i.args[1])["input_ids"]) for i in task.instances)
+    for plan in ("baseline", "skip-N1"):
+        arc = read_scores(tmp_path, plan, "arc_easy").row(0, named=True)
+        assert arc["requests"] == len(task.instances) == sum(len(i.doc["choices"]["text"]) for i in task.instances if i.idx == 0)
+        # context and continuation tokenized apart, as lm-eval sends them: within a token per request of the joint text
+        assert abs(arc["request_tokens"] - expected) <= arc["requests"]
+        gsm = read_scores(tmp_path, plan, "gsm8k").row(0, named=True)
+        assert gsm["requests"] == 4 and gsm["request_tokens"] > 4 * 100  # 5-shot prompts

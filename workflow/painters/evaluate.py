@@ -275,6 +275,7 @@ class Session:
         # task name -> its generation settings as built, so one request's gen_kwargs never leak into the next
         self.generation_defaults: dict[str, dict] = {}
         self.versions = results.versions()
+        self._request_sizes: dict[tuple, tuple[int, int]] = {}  # (task, prompt hash) -> requests, tokens
         log(f"loaded {spec.model}: {self.num_layers} layers, {self.dtype} on {self.device} "
             f"in {time.perf_counter() - started:.1f} s")
 
@@ -458,6 +459,7 @@ class Session:
                         "dtype": self.dtype,
                         "device": self.device,
                         "seconds": seconds,
+                        **dict(zip(("requests", "request_tokens"), self.request_sizes(task, prompts) if task else (None, None))),
                         **self.versions,
                         "timestamp": now,
                     }
@@ -466,6 +468,22 @@ class Session:
             raise ValueError(f"lm-eval returned no metrics for benchmark {benchmark!r}")
         return rows
 
+
+    def request_sizes(self, task, prompts: str) -> tuple[int, int]:
+        """How many requests lm-eval built for `task` (whose prompt_hash is `prompts`) and their tokens
+        as sent (context and continuation; a generation's prompt): what the cost model reads once a
+        benchmark has run."""
+        key = (task.config.task, prompts)
+        if key not in self._request_sizes:
+            tokens = 0
+            for instance in task.instances:
+                if instance.request_type == "loglikelihood":
+                    context, continuation = self.lm._encode_pair(*instance.args)
+                    tokens += len(context) + len(continuation)
+                else:  # generate_until (a prompt) and loglikelihood_rolling (a text)
+                    tokens += len(self.lm.tok_encode(instance.args[0]))
+            self._request_sizes[key] = (len(task.instances), tokens)
+        return self._request_sizes[key]
 
     def _batch_size_used(self, plan, generative: bool) -> int | None:
         if generative and plan.key in self.lm.generation_batch_sizes:

@@ -57,12 +57,17 @@ SCORE_COLUMNS: dict[str, pl.DataType] = {
     "dtype": pl.String,
     "device": pl.String,
     "seconds": pl.Float64,  # wall time of this plan on this benchmark
+    "requests": pl.Int64,  # lm-eval requests of this plan's evaluation (the cost model's measured size)
+    "request_tokens": pl.Int64,  # their tokens as sent: context + continuation, or a generation's prompt
     "painters_version": pl.String,
     "lm_eval_version": pl.String,
     "transformers_version": pl.String,
     "torch_version": pl.String,
     "timestamp": pl.Datetime("us", "UTC"),
 }
+
+# columns only lm-eval scores have (GLUE and vision scores leave them null)
+OPTIONAL_COLUMNS = ("requests", "request_tokens")
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -153,6 +158,7 @@ def write_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
 
 def scores_frame(rows: list[dict]) -> pl.DataFrame:
     """Rows (dicts keyed by SCORE_COLUMNS) as a frame with the canonical schema and column order."""
+    rows = [{**dict.fromkeys(OPTIONAL_COLUMNS), **row} for row in rows]
     missing = [c for row in rows for c in SCORE_COLUMNS if c not in row]
     if missing:
         raise ValueError(f"score rows lack columns: {sorted(set(missing))}")
