@@ -345,6 +345,11 @@ BENCHMARK_ESTIMATES = {
 DEFAULT_ESTIMATE = (BenchmarkTokens(1000, 64, 8), 1)  # any other benchmark, until it has run once
 
 
+def measured_tokens(requests: int, request_tokens: int, generated: int = 0) -> BenchmarkTokens:
+    """A benchmark's size as a finished score records it (painters.results.recorded_request_sizes)."""
+    return BenchmarkTokens(requests, request_tokens / max(1, requests), 0.0, generated, measured=True)
+
+
 def benchmark_tokens(benchmark: str, generative: bool, max_gen_toks: int | None, limit: float | None) -> BenchmarkTokens:
     """The stated estimate of a benchmark's requests (before any score of it exists)."""
     estimate, per_document = BENCHMARK_ESTIMATES.get(benchmark, DEFAULT_ESTIMATE)
@@ -354,6 +359,17 @@ def benchmark_tokens(benchmark: str, generative: bool, max_gen_toks: int | None,
     elif estimate.generated:
         estimate = BenchmarkTokens(estimate.requests, estimate.context, estimate.continuation or 1)
     return estimate.limited(limit, per_document)
+
+
+# Shapes of the paper's models (their config.json files), for planning where a model is not in the
+# local cache yet; a config.json at hand always wins.
+STATED_SHAPES = {
+    "meta-llama/Llama-2-7b-hf": ModelShape(32, 4096, 32, 32, 128, 11008, 32000),
+    "meta-llama/Llama-2-13b-hf": ModelShape(40, 5120, 40, 40, 128, 13824, 32000),
+    "meta-llama/Llama-2-70b-hf": ModelShape(80, 8192, 64, 8, 128, 28672, 32000),
+    "mistralai/Mistral-7B-v0.1": ModelShape(32, 4096, 32, 8, 128, 14336, 32000),
+    "EleutherAI/pythia-6.9b": ModelShape(32, 4096, 32, 32, 128, 16384, 50432, gated_mlp=False),
+}
 
 
 # ---- the cost of a job: one model, one benchmark, a set of plans in one shared pass

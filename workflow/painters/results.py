@@ -276,6 +276,22 @@ def stale_scores(paths, wanted: dict) -> dict[str, tuple[str, str]]:
     return stale
 
 
+def recorded_request_sizes(paths) -> tuple[int, int] | None:
+    """(requests, request tokens) that the first readable score among `paths` records for its
+    benchmark (all its tasks), or None where none records them (none finished, or made by an
+    older painters)."""
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        try:
+            frame = read_score_file(path, ["benchmark", "requests", "request_tokens"]).unique("benchmark")
+        except Exception:  # noqa: BLE001 - an unreadable file records nothing
+            continue
+        if frame["requests"].null_count() == 0 and frame.height:
+            return int(frame["requests"].sum()), int(frame["request_tokens"].sum())
+    return None
+
+
 def _recorded_settings(path, columns) -> dict:
     """The first row's values of `columns` (None where absent), from the parquet footer's column
     statistics when it has them: a tenth of the time of reading the rows, which counts when

@@ -80,6 +80,43 @@ def model_config_file(model_name: str, model: Mapping) -> Path:
     return config_file
 
 
+def model_shape(config: Mapping, model_name: str):
+    """A decoder's shape for the cost model (painters.cost.ModelShape): its config.json (folder or
+    local Hugging Face cache) through its family's config class; the demo's decoder before it is
+    trained, from the demo's training settings; a model of cost.STATED_SHAPES (the paper's) whose
+    config.json is not here yet."""
+    from painters import cost
+
+    model = config["models"][model_name]
+    if model["path"] in demo_model_paths(config) and not (Path(model["path"]) / "config.json").is_file():
+        from painters import tiny
+        from painters.demo.train import DEFAULTS
+
+        return cost.ModelShape.from_config(tiny.tiny_config(
+            "llama", DEFAULTS["vocab_size"], hidden=DEFAULTS["hidden"], layers=config["demo"]["layers"], heads=DEFAULTS["heads"]))
+    try:
+        return cost.ModelShape.from_config_dict(json.loads(model_config_file(model_name, model).read_text()))
+    except ValueError:
+        if model["path"] in cost.STATED_SHAPES:
+            return cost.STATED_SHAPES[model["path"]]
+        raise ValueError(f"models.{model_name}.path {model['path']!r}: no config.json there or in the local Hugging Face "
+                         "cache to read its shape from (the cost model sizes jobs by it); download the model first") from None
+
+
+def model_element_bytes(config: Mapping, model_name: str) -> int:
+    """Bytes per weight of a model as it is loaded (`dtype`; auto: its config.json's, else float32)."""
+    from painters import cost
+
+    dtype = config["models"][model_name].get("dtype", "auto")
+    if dtype == "auto":
+        try:
+            recorded = json.loads(model_config_file(model_name, config["models"][model_name]).read_text())
+            dtype = recorded.get("dtype") or recorded.get("torch_dtype") or "float32"
+        except ValueError:
+            dtype = "float32"
+    return cost.dtype_bytes(dtype)
+
+
 # architectures whose names say the model generates text, although its family also has encoders
 _GENERATING = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
