@@ -23,6 +23,6 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        SUMMARY,
-        FIGURE_FILES,
+        PLAN.summary,
+        PLAN.figure_files,
     default_target: True

@@ -3,7 +3,7 @@
 
 rule aggregate:
     input:
-        SCORE_FILES,
+        PLAN.score_files,
     output:
         parquet=SUMMARY,
         csv=f"{RESULTS}/summary.csv",

@@ -1,5 +1,5 @@
 # Evaluation jobs: one per batch of pending scores of one model on one benchmark
-# (common.smk BATCHES; README "Job granularity"). A job loads the model once, builds the
+# (PLAN.batches, painters.workflow_plan; README "Job granularity"). A job loads the model once, builds the
 # benchmark once and scores its plans in one shared pass (painters.engine), writing one
 # parquet per (plan, benchmark) as each is done. A finished score is no rule's output, so
 # a later run never redoes or deletes it; a failed job keeps the scores it finished
@@ -7,16 +7,16 @@
 #
 # One rule per batch: every setting is a constant of its rule, so planning calls no
 # per-job functions (the paper's dry-run stays fast).
-for batch in BATCHES:
+for batch in PLAN.batches:
     model = MODELS[batch.model]
 
     rule:
         name:
             batch_rule_name("evaluate", batch)
         input:
-            **batch_inputs(batch),
+            **batch.inputs,
         output:
-            batch_scores(batch),
+            batch.scores,
         log:
             f"{RESULTS}/logs/evaluate/{batch.model}/{batch.benchmark}/{batch.name}.log",
         params:
@@ -28,7 +28,7 @@ for batch in BATCHES:
             plans=shlex.join(batch.plans),
             args=evaluate_args(model),
         resources:
-            **model_resources(batch.model),
+            **job_resources(batch.resources),
         threads: model["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"
@@ -37,7 +37,7 @@ for batch in BATCHES:
             " --benchmarks {params.benchmark:q} --out {params.results:q} {params.args} > {log:q} 2>&1"
 
 
-# Why a finished score is recomputed (see STALE_SCORES); the note makes its evaluation job run.
+# Why a finished score is recomputed (see PLAN.stale); the note makes its evaluation job run.
 # Named by the stale score's timestamp: a later staleness of the same score gets a new note.
 rule rerun_note:
     output:
@@ -59,7 +59,7 @@ rule check_benchmarks:
         # the demo's task YAMLs are made by the demo rules
         demo=DEMO_DATA if DEMO["enabled"] else [],
     output:
-        BENCHMARK_CHECK,
+        PLAN.benchmark_check,
     log:
         f"{RESULTS}/logs/check_benchmarks.log",
     params:

@@ -1,18 +1,18 @@
 # Fine-tuning jobs of the encoder models: one per batch of pending GLUE scores of one model,
-# task and seed (common.smk GLUE_BATCHES). A job loads the model once and fine-tunes a fresh
+# task and seed (PLAN.glue_batches). A job loads the model once and fine-tunes a fresh
 # copy of it under each of its plans (painters.glue.finetune), writing one parquet per
 # (plan, task, seed) as each is done; like the evaluation jobs, a finished score is no rule's
 # output and a failed job keeps the scores it finished.
-for batch in GLUE_BATCHES:
+for batch in PLAN.glue_batches:
     model = MODELS[batch.model]
 
     rule:
         name:
             batch_rule_name("finetune", batch)
         input:
-            **batch_inputs(batch),
+            **batch.inputs,
         output:
-            batch_scores(batch),
+            batch.scores,
         log:
             f"{RESULTS}/logs/finetune/{batch.model}/{batch.benchmark}.seed{batch.train_seed}/{batch.name}.log",
         params:
@@ -24,7 +24,7 @@ for batch in GLUE_BATCHES:
             plans=shlex.join(batch.plans),
             args=finetune_args(model),
         resources:
-            **model_resources(batch.model),
+            **job_resources(batch.resources),
         threads: model["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"

@@ -4,15 +4,15 @@
 # merged and ensembled (one job per merged variant); the layer outputs of some embedded by UMAP.
 
 
-def train_vision_args(trained):
-    """How a model is trained: a change re-trains it (Snakemake's params trigger)."""
-    settings = vision_training(trained)
-    base = LAYERSHUFFLE["base_models"][trained.base]
+def train_vision_args(training):
+    """How a model is trained (a workflow_plan.VisionTraining): a change re-trains it (Snakemake's params trigger)."""
+    settings = training.settings
+    base = LAYERSHUFFLE["base_models"][training.model.base]
     args = ["--data", LAYERSHUFFLE["data"], "--data-seed", LAYERSHUFFLE["data_seed"], "--model", base["model"]]
     if LAYERSHUFFLE["data_dir"] is not None:
         args += ["--data-dir", LAYERSHUFFLE["data_dir"]]
     if base["model"] == "tiny":
-        args += ["--layers", vision_depth(trained.base), "--hidden", base["hidden"]]
+        args += ["--layers", training.depth, "--hidden", base["hidden"]]
     elif base["layers"] is not None:
         args += ["--layers", base["layers"]]  # checked against the model
     args += ["--variant", settings.variant, "--seed", settings.seed,
@@ -33,46 +33,46 @@ def vision_runtime_args():
 
 # A trained model is published whole at the end (painters.demo.files.building); its checkpoint
 # sits beside it (.NAME.checkpoint.pt, not an output), so a killed job resumes from it.
-for trained_name, trained_model in TRAINED.items():
+for trained_name, training in PLAN.trainings.items():
 
     rule:
         name:
             f"train_vision_{rule_suffix(trained_name)}"
         output:
-            directory(f"{RESULTS}/layershuffle/models/{trained_name}"),
+            directory(training.folder),
         log:
             f"{RESULTS}/logs/layershuffle/train/{trained_name}.log",
         params:
-            args=train_vision_args(trained_model),
+            args=train_vision_args(training),
             runtime=vision_runtime_args(),
         resources:
-            **job_resources(LAYERSHUFFLE["resources"]),
+            **job_resources(PLAN.vision_resources),
         threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"
         shell:
             "painters train-vision {params.args} {params.runtime} --out {output:q} > {log:q} 2>&1"
 
-    if VISION_PENDING[trained_name]:
+    if training.pending:
 
         rule:
             name:
                 f"evaluate_vision_{rule_suffix(trained_name)}"
             input:
-                trained=f"{RESULTS}/layershuffle/models/{trained_name}",
-                rerun_notes=[rerun_note(f) for f in VISION_PENDING[trained_name] if f in STALE_SCORES],
+                trained=training.folder,
+                rerun_notes=list(training.rerun_notes),
             output:
-                VISION_PENDING[trained_name],
+                training.pending,
             log:
                 f"{RESULTS}/logs/layershuffle/evaluate/{trained_name}.log",
             params:
                 name=trained_name,
                 results=lambda w, output: results_folder(output[0]),
-                plans=shlex.join(Path(f).parent.name for f in VISION_PENDING[trained_name]),
+                plans=shlex.join(Path(f).parent.name for f in training.pending),
                 threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
                 runtime=vision_runtime_args(),
             resources:
-                **job_resources(LAYERSHUFFLE["resources"]),
+                **job_resources(PLAN.vision_resources),
             threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
             conda:
                 "../../envs/painters.yaml"
@@ -83,31 +83,30 @@ for trained_name, trained_model in TRAINED.items():
 
 # Merged models and the ensemble of one variant's separately trained models: one job per
 # (base model, variant), writing the pending scores of its merges and its ensemble.
-for (base_name, merged_variant), merge_pending in MERGE_PENDING.items():
-    if not merge_pending:
+for merge in PLAN.merges:
+    if not merge.pending:
         continue
 
     rule:
         name:
-            f"merge_vision_{rule_suffix(base_name)}_{merged_variant}"
+            f"merge_vision_{rule_suffix(merge.base)}_{merge.variant}"
         input:
-            trained=[f"{RESULTS}/layershuffle/models/{m.name}"
-                     for m in layershuffle_study.merge_sources(LAYERSHUFFLE, base_name, merged_variant)],
-            rerun_notes=[rerun_note(f) for f in merge_pending if f in STALE_SCORES],
+            trained=list(merge.sources),
+            rerun_notes=list(merge.rerun_notes),
         output:
-            merge_pending,
+            merge.pending,
         log:
-            f"{RESULTS}/logs/layershuffle/merge/{base_name}.{merged_variant}.log",
+            f"{RESULTS}/logs/layershuffle/merge/{merge.base}.{merge.variant}.log",
         params:
-            name=f"{base_name}.{merged_variant}",
+            name=f"{merge.base}.{merge.variant}",
             merges=LAYERSHUFFLE["merging"]["merges"],
             merge_seed=LAYERSHUFFLE["merging"]["seed"],
             results=lambda w, output: results_folder(output[0]),
-            plans=shlex.join(layershuffle_study.merge_plans(LAYERSHUFFLE)),
+            plans=shlex.join(merge.plans),
             threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
             runtime=vision_runtime_args(),
         resources:
-            **job_resources(LAYERSHUFFLE["resources"]),
+            **job_resources(PLAN.vision_resources),
         threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"
@@ -119,7 +118,7 @@ for (base_name, merged_variant), merge_pending in MERGE_PENDING.items():
 
 # UMAP of a trained model's layer outputs in random orders (figure layershuffle_umap): one job per
 # model of umap.seeds. Its settings are params: a change re-runs it.
-if UMAP_MODELS:
+if PLAN.umap_models:
 
     rule:
         name:
@@ -131,7 +130,7 @@ if UMAP_MODELS:
         log:
             f"{RESULTS}/logs/layershuffle/umap/{{name}}.log",
         wildcard_constraints:
-            name="|".join(re.escape(m.name) for m in UMAP_MODELS),
+            name="|".join(re.escape(m.name) for m in PLAN.umap_models),
         params:
             plans=shlex.join(layershuffle_study.umap_plans(LAYERSHUFFLE)),
             images=LAYERSHUFFLE["umap"]["images"],
@@ -140,7 +139,7 @@ if UMAP_MODELS:
             threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
             device=NoRerun(["--device", "cpu"] if LAYERSHUFFLE["resources"]["gpu"] == 0 else []),
         resources:
-            **job_resources(LAYERSHUFFLE["resources"]),
+            **job_resources(PLAN.vision_resources),
         threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
         conda:
             "../../envs/painters.yaml"

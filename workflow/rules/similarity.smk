@@ -15,11 +15,11 @@ rule similarity:
         max_length=config["similarity"]["max_length"],
         device=lambda w: NoRerun(["--device", MODELS[w.model]["device"]] if MODELS[w.model].get("device") else []),
     resources:
-        gpu=lambda w: MODELS[w.model]["resources"]["gpu"],
-        mem_mb=lambda w, attempt: MODELS[w.model]["resources"]["mem_mb"] * attempt,
-        runtime=lambda w: MODELS[w.model]["resources"]["runtime"],
-        slurm_partition=lambda w: slurm_setting(w.model, "partition", "PAINTERS_SLURM_PARTITION"),
-        slurm_account=lambda w: slurm_setting(w.model, "account", "PAINTERS_SLURM_ACCOUNT"),
+        gpu=lambda w: PLAN.resources[w.model].gpu,
+        mem_mb=lambda w, attempt: PLAN.resources[w.model].mem_mb * attempt,
+        runtime=lambda w: PLAN.resources[w.model].runtime,
+        slurm_partition=lambda w: PLAN.resources[w.model].slurm_partition,
+        slurm_account=lambda w: PLAN.resources[w.model].slurm_account,
     conda:
         "../../envs/painters.yaml"
     shell:
