@@ -25,4 +25,5 @@ rule all:
     input:
         PLAN.summary,
         PLAN.figure_files,
+        COST_TABLE,
     default_target: True

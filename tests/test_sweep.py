@@ -259,6 +259,8 @@ class CountingEstimate:
     def seconds(self):
         return trie.distinct_layer_calls(self.schedules)
 
+    peak_bytes = 0
+
 
 @pytest.mark.parametrize("budget", [5, 20, 60, 400])
 def test_jobs_sized_by_time_cover_every_job_once_within_the_budget(budget):
@@ -267,13 +269,13 @@ def test_jobs_sized_by_time_cover_every_job_once_within_the_budget(budget):
     grids = ({"variants": ["skip", "random", "looped_parallel"], "seeds": [0, 1], "K": [1, 2, 3, 4]},
              {"variants": ["reverse"], "benchmarks": ["b"]})
     jobs = expand_jobs(config(*grids), {"m": 10})
-    batches = batch_jobs_by_time(jobs, {"m": 10}, lambda model, benchmark: CountingEstimate(), budget)
+    batches = batch_jobs_by_time(jobs, {"m": 10}, lambda model, benchmark: CountingEstimate(), {"m": budget})
     assert sorted(Job(b.model, key, b.benchmark) for b in batches for key in b.plans) == sorted(jobs)
     for batch in batches:
         schedules = [plan.parse(key).schedule(10) for key in batch.plans]
         assert batch.seconds == trie.distinct_layer_calls(schedules)
         assert len(batch.plans) == 1 or batch.seconds <= budget  # a plan dearer than the budget runs alone
-    assert batch_jobs_by_time(list(reversed(jobs)), {"m": 10}, lambda m, b: CountingEstimate(), budget) == batches
+    assert batch_jobs_by_time(list(reversed(jobs)), {"m": 10}, lambda m, b: CountingEstimate(), {"m": budget}) == batches
     if budget == 400:  # everything of a benchmark fits one job
         assert len(batches) == 2
 

@@ -59,7 +59,9 @@ def test_the_demo_plans_every_score_job_in_batches_with_their_inputs(demo):
         assert batch.scores == tuple(f"{results}/scores/demo/{key}/{batch.benchmark}.parquet" for key in batch.plans)
         assert batch.inputs == {"demo_data": f"{results}/demo/data", "demo_model": f"{results}/demo/model",
                                 "benchmark_check": plan.benchmark_check}
-        assert batch.resources == Resources(gpu=0, mem_mb=4000, runtime=30, cpus_per_task=2, slurm_partition="", slurm_account="")
+        assert batch.seconds <= 2 * 60 or len(batch.plans) == 1  # evaluation.minutes_per_job 2 on the cpu profile
+        runtime = sweep.runtime_minutes(batch.seconds, 1.5, 5, 30)
+        assert batch.resources == Resources(gpu=0, mem_mb=4000, runtime=runtime, cpus_per_task=2, slurm_partition="", slurm_account="")
     assert re.fullmatch(rf"{results}/checks/benchmarks\.[0-9a-f]{{12}}\.ok", plan.benchmark_check)
     sentiment = plan.glue_batches[1]
     assert sentiment.scores == tuple(f"{results}/scores/minilm/{key}/demo_sentiment.seed0.parquet" for key in sentiment.plans)
@@ -108,18 +110,21 @@ def test_the_demo_figures_per_model(demo):
         f"{results}/figures/demo/fig02_skip_switch.png", f"{results}/figures/demo/fig02_skip_switch.svg")
 
 
-def test_the_paper_plans_364_evaluation_jobs(tmp_path):
-    """README "Job granularity": 9,427 lm-eval scores in 364 evaluation jobs; 726 BERT-Large fine-tuning runs, one job each."""
+def test_the_paper_plans_335_evaluation_jobs(tmp_path):
+    """README "Job granularity": 9,427 lm-eval scores in 335 evaluation jobs of at most 3 estimated
+    H100-hours each (a plan dearer than that alone); 726 BERT-Large fine-tuning runs, one job each."""
     config = validated(config_of("paper"), tmp_path / "results")
     started = time.perf_counter()
     plan = plan_workflow(config)
     seconds = time.perf_counter() - started
     assert len(plan.jobs) == len(plan.pending) == 10153
-    assert sum(len(b.scores) for b in plan.batches) == 9427 and len(plan.batches) == 364
+    assert sum(len(b.scores) for b in plan.batches) == 9427 and len(plan.batches) == 335
+    assert all(b.seconds <= 180 * 60 or len(b.plans) == 1 for b in plan.batches)
     assert len(plan.glue_batches) == 726 and all(len(b.plans) == 1 for b in plan.glue_batches)
     assert plan.depths == {"llama2-7b": 32, "llama2-13b": 40, "llama2-70b": 80, "bert-large": 24}
     seventy = next(b for b in plan.batches if b.model == "llama2-70b")
-    assert seventy.resources == Resources(gpu=4, mem_mb=320000, runtime=1440, cpus_per_task=16, slurm_partition="", slurm_account="")
+    runtime = sweep.runtime_minutes(seventy.seconds, 1.5, 10, 1440)  # its estimate x margin + startup, at most 1440
+    assert seventy.resources == Resources(gpu=4, mem_mb=320000, runtime=runtime, cpus_per_task=16, slurm_partition="", slurm_account="")
     assert seventy.inputs == {"benchmark_check": plan.benchmark_check}  # no demo model to wait for
     assert plan.figures["all"] == ["skip_fraction", "decoder_encoder"]
     assert [m for m, figures in plan.figures.items() if "fig10_heatmap" in figures] == ["llama2-7b"]
@@ -132,7 +137,7 @@ def test_the_paper_with_the_layershuffle_study(tmp_path):
     config = config_of("paper")
     config["layershuffle"] = config_of("layershuffle")["layershuffle"]
     plan = plan_workflow(validated(config, tmp_path / "results"))
-    assert len(plan.batches) == 364 and len(plan.glue_batches) == 726
+    assert len(plan.batches) == 335 and len(plan.glue_batches) == 726
     trained = 2 * (5 * 5 + 2 * 7)  # two base models x five variants x five seeds, and seeds 5-11 of the two merged variants
     assert len(plan.trainings) == trained
     assert all(len(t.pending) == 1 + 5 + 6 * 3 * 2 + 12 for t in plan.trainings.values())
@@ -306,3 +311,75 @@ def test_a_model_folder_without_weights_is_refused(tmp_path):
     config = demo_like(models={"m": {"path": str(folder)}}, demo={"enabled": False}, include_paths=[])
     with pytest.raises(ValueError, match=rf"models\.m\.path '{re.escape(str(folder))}': the folder has no weights \(\*\.safetensors"):
         plan_workflow(validated(config, tmp_path / "results"))
+
+
+def test_jobs_are_sized_by_the_cost_model_and_a_measured_benchmark_replaces_the_estimate(tmp_path):
+    from painters import cost
+    from painters.workflow_plan import PassEstimates, cost_table
+
+    config = config_of("paper")
+    config["models"] = {"llama2-7b": config["models"]["llama2-7b"]}
+    config["sweeps"] = [{"models": ["llama2-7b"], "variants": ["looped_parallel"], "M": [7], "K": list(range(1, 9))}]
+    config["benchmarks"], config["glue"]["tasks"] = ["arc_easy", "hellaswag"], []
+    config["evaluation"]["minutes_per_job"] = 3
+    plan = plan_workflow(validated(config, tmp_path / "results"))
+    estimates = PassEstimates(plan_config := validated(config, tmp_path / "results"), plan.models, plan.pending)
+    assert estimates.tokens("llama2-7b", "hellaswag") == cost.benchmark_tokens("hellaswag", False, None, None)
+    for batch in plan.batches:  # each job's estimate is the cost model's for its plans, within 30 minutes
+        schedules = [sweep.plans_module.parse(key).schedule(32) for key in batch.plans]
+        job = cost.job_cost(schedules, cost.STATED_SHAPES["meta-llama/Llama-2-7b-hf"], estimates.tokens(batch.model, batch.benchmark),
+                            cost.DEVICES["h100"], 2, 32)
+        assert batch.seconds == pytest.approx(job.seconds) and batch.peak_bytes == job.peak_bytes
+        assert batch.seconds <= 3 * 60 or len(batch.plans) == 1
+        assert batch.resources.runtime == sweep.runtime_minutes(batch.seconds, 1.5, 10, 480)
+    hellaswag = [b for b in plan.batches if b.benchmark == "hellaswag"]
+    assert len(hellaswag) > 1 and len([b for b in plan.batches if b.benchmark == "arc_easy"]) == 1
+    table = cost_table(plan, plan_config)
+    assert re.search(r"llama2-7b +hellaswag +%d +9 " % len(hellaswag), table)
+    assert table.splitlines()[-1] == f"total: {sum(b.seconds for b in plan.batches) / 3600:.1f} GPU-hours on h100 ({len(plan.batches)} jobs)"
+    # a finished score records the benchmark's real size: the next plan sizes the other jobs by it
+    path = score_path(tmp_path / "results", "llama2-7b", "baseline", "hellaswag")
+    write_atomic(scores_frame([{**row("llama2-7b", "baseline", "hellaswag", "acc", 0.5, 0.25), "num_layers": 32, "limit": None,
+                                "requests": 400, "request_tokens": 400 * 77}]), path)
+    smaller = plan_workflow(validated(config, tmp_path / "results"))
+    assert PassEstimates(plan_config, smaller.models, smaller.pending).tokens("llama2-7b", "hellaswag") == cost.measured_tokens(400, 400 * 77)
+    assert len([b for b in smaller.batches if b.benchmark == "hellaswag"]) == 1  # 400 requests, not 40,168
+
+
+def test_passes_per_job_sizes_a_model_by_layer_work_instead(tmp_path):
+    config = config_of("config")
+    config["evaluation"]["passes_per_job"] = 1000
+    plan = plan_workflow(validated(config, tmp_path / "results"))
+    demo = [b for b in plan.batches if b.model == "demo"]
+    assert len(demo) == 4 and all(b.seconds is None for b in demo)  # one job per benchmark
+    assert {b.resources.runtime for b in demo} == {30}  # the model's own runtime
+
+
+def test_painters_sweep_cost_prints_the_table_and_the_total(capsys):
+    from painters import cli
+
+    assert cli.main(["sweep", "--configfile", str(REPO / "config/paper.yaml"), "--cost"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["model", "benchmark", "jobs", "plans"]
+    assert re.fullmatch(r"total: [0-9.]+ GPU-hours on h100 \(335 jobs\)", out[-1])
+    assert any(line.startswith("llama2-7b ") and " gsm8k " in line for line in out)
+
+
+def test_the_cost_table_puts_measured_hours_beside_the_estimate():
+    import polars as pl
+
+    from painters.cost_table import table
+
+    summary = scores_frame([{**row("m", plan, "arc", metric, 0.5, 0.25), "seconds": seconds}
+                            for plan, seconds in (("baseline", 1800.0), ("skip-N1", 0.5)) for metric in ("acc", "acc_norm")])
+    summary = summary.with_columns(pl.lit(None, dtype=pl.Float64).alias("normalized"))
+    estimates = [{"model": "m", "benchmark": "arc", "gpus": 2, "plans": 3, "jobs": 1, "estimated_gpu_hours": 1.25},
+                 {"model": "m", "benchmark": "gsm", "gpus": 2, "plans": 3, "jobs": 2, "estimated_gpu_hours": 7.0}]
+    frame = table(summary, estimates, "h100")
+    assert frame.rows(named=True) == [
+        # each plan's seconds once (not once per metric row), times the model's GPUs
+        {"model": "m", "benchmark": "arc", "device": "h100", "plans": 3, "finished": 2, "jobs": 1,
+         "estimated_gpu_hours": 1.25, "measured_gpu_hours": 2 * 1800.5 / 3600},
+        {"model": "m", "benchmark": "gsm", "device": "h100", "plans": 3, "finished": 0, "jobs": 2,
+         "estimated_gpu_hours": 7.0, "measured_gpu_hours": None},
+    ]

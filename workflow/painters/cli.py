@@ -23,6 +23,7 @@ COMMANDS = {
     "demo-model": "painters.demo.train",
     "similarity": "painters.similarity",
     "aggregate": "painters.aggregate",
+    "cost-table": "painters.cost_table",
     "figures": "painters.figures",
     "sweep": "painters.sweep",
     "check-benchmarks": "painters.benchmarks",

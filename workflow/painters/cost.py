@@ -392,6 +392,7 @@ class PassEstimate:
         self.batch_size, self.kv_cache = batch_size, kv_cache
         self.weights = weight_bytes(shape, shape.depth, element_bytes)
         self.seen: set[Schedule] = set()
+        self.schedules: list[Schedule] = []
         self.calls = self.plans = 0
         self.flops = self.generation_seconds = 0.0
         self.generation_peak = 0
@@ -431,6 +432,7 @@ class PassEstimate:
     def add(self, schedule: Schedule) -> None:
         new, new_calls = self._new_calls(schedule)
         self.seen.update(new)
+        self.schedules.append(schedule)
         self.calls += new_calls
         self.plans += 1
         if self.tokens.generated:
@@ -445,6 +447,16 @@ class PassEstimate:
 
     def total_flops(self) -> float:
         return self.flops if self.tokens.generated else self._loglikelihood(self.calls, self.plans)[0]
+
+    @property
+    def peak_bytes(self) -> int:
+        """The most memory the job holds: the weights, and the largest generation batch's cache or a
+        loglikelihood batch's kept states and logits."""
+        if self.tokens.generated:
+            return int(self.generation_peak)
+        length = max(1, round(self.tokens.context + self.tokens.continuation))
+        kept = most_kept_states(trie.walk(self.schedules))
+        return int(self.weights + loglikelihood_kept_bytes(self.shape, kept, self.batch_size, length, self.element_bytes))
 
 
 @dataclass(frozen=True)
@@ -462,10 +474,4 @@ def job_cost(schedules: Sequence[Schedule], shape: ModelShape, tokens: Benchmark
     estimate = PassEstimate(shape, tokens, device, element_bytes, batch_size, kv_cache)
     for schedule in schedules:
         estimate.add(schedule)
-    if tokens.generated:
-        peak = estimate.generation_peak
-    else:
-        length = max(1, round(tokens.context + tokens.continuation))
-        kept = most_kept_states(trie.walk(list(schedules)))
-        peak = estimate.weights + loglikelihood_kept_bytes(shape, kept, batch_size, length, element_bytes)
-    return JobCost(estimate.total_flops(), estimate.seconds, int(peak))
+    return JobCost(estimate.total_flops(), estimate.seconds, estimate.peak_bytes)

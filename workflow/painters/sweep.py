@@ -390,6 +390,7 @@ class Batch:
     plans: tuple[str, ...]
     train_seed: int | None = None  # GLUE: the fine-tuning seed
     seconds: float | None = None  # evaluation: the cost model's estimate on its device profile
+    peak_bytes: int | None = None  # and the most memory the job holds
 
     @property
     def name(self) -> str:
@@ -440,9 +441,9 @@ def batch_jobs(
     return batches
 
 
-def batch_jobs_by_time(jobs: list[Job], depths: Mapping[str, int], new_estimate, seconds_per_job: float) -> list[Batch]:
+def batch_jobs_by_time(jobs: list[Job], depths: Mapping[str, int], new_estimate, seconds_per_job: Mapping[str, float]) -> list[Batch]:
     """Group (model, plan, benchmark) jobs into evaluation jobs of one model and benchmark each,
-    each within `seconds_per_job` of estimated time.
+    each within `seconds_per_job[model]` of estimated time.
 
     The plans of a (model, benchmark) are taken in the order of their schedules, the order in
     which the engine's depth-first walk visits them, so neighbours share the longest prefixes
@@ -450,22 +451,20 @@ def batch_jobs_by_time(jobs: list[Job], depths: Mapping[str, int], new_estimate,
     pass (`new_estimate(model, benchmark)`: a painters.cost.PassEstimate) stays within the
     budget; a plan dearer than the budget runs alone. Deterministic.
     """
-    if seconds_per_job <= 0:
-        raise ValueError(f"minutes_per_job must be > 0 (got {seconds_per_job / 60:g})")
     plans_of: dict[tuple[str, str], set[str]] = {}
     for job in jobs:
         plans_of.setdefault((job.model, job.benchmark), set()).add(job.plan)
     batches = []
     for (model, benchmark), keys in sorted(plans_of.items()):
         schedules = {key: plans_module.parse(key).schedule(depths[model]) for key in keys}
-        estimate, current = new_estimate(model, benchmark), []
+        estimate, current, budget = new_estimate(model, benchmark), [], seconds_per_job[model]
         for key in sorted(schedules, key=lambda k: (schedules[k], k)):
-            if current and estimate.seconds_with(schedules[key]) > seconds_per_job:
-                batches.append(Batch(model, benchmark, tuple(current), seconds=estimate.seconds))
+            if current and estimate.seconds_with(schedules[key]) > budget:
+                batches.append(Batch(model, benchmark, tuple(current), seconds=estimate.seconds, peak_bytes=estimate.peak_bytes))
                 estimate, current = new_estimate(model, benchmark), []
             estimate.add(schedules[key])
             current.append(key)
-        batches.append(Batch(model, benchmark, tuple(current), seconds=estimate.seconds))
+        batches.append(Batch(model, benchmark, tuple(current), seconds=estimate.seconds, peak_bytes=estimate.peak_bytes))
     return batches
 
 
@@ -516,8 +515,28 @@ def read_config(paths) -> dict:
     return with_demo_variants(with_results_paths(config))
 
 
+def validated(config: dict) -> dict:
+    """`config` checked against the workflow's schema, with its defaults filled in (as the workflow sees it)."""
+    from snakemake.utils import validate
+
+    schema_file = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+    import yaml
+
+    problem = schema_problem(config, yaml.safe_load(schema_file.read_text()))
+    if problem:
+        raise ValueError(problem)
+    validate(config, str(schema_file))
+    return config
+
+
 def run_command(args) -> int:
     config = read_config(args.configfile)
+    if args.cost:
+        from painters import workflow_plan
+
+        plan = workflow_plan.plan_workflow(validated(config))
+        print(workflow_plan.cost_table(plan, config))
+        return 0
     depths = {name: model_depth(config, name) for name in enabled_models(config)}
     kinds = {name: configured_model_kind(config, name) for name in enabled_models(config)}
     jobs = expand_jobs(config, depths, kinds)
@@ -532,4 +551,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("sweep", help="list the evaluation jobs a workflow config expands to")
     parser.add_argument("--configfile", nargs="+", default=["config/config.yaml"], help="config files, merged in order")
     parser.add_argument("--csv", help="also write the job table here")
+    parser.add_argument("--cost", action="store_true",
+                        help="print what the pending scores cost: GPU-hours per model and benchmark on cost.device, "
+                             "the jobs they make and their peak memory (painters.cost)")
     parser.set_defaults(func=run_command)

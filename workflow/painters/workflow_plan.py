@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from painters import benchmarks, results, sweep
+from painters import benchmarks, cost, results, sweep
 from painters import figures as painters_figures
 from painters import plan as painters_plan
 from painters.evaluate import model_folder_lacks
@@ -90,6 +91,8 @@ class ScoreBatch:
     scores: tuple[str, ...]  # its outputs: the pending score file of each plan, in order
     inputs: dict  # {name: path or list of paths}: the demo's files, the benchmark check or the demo's GLUE tasks, rerun notes
     resources: Resources
+    seconds: float | None = None  # an evaluation job's estimate on cost.device (painters.cost); None: not sized by time
+    peak_bytes: int | None = None  # and the most memory it holds (weights, cache or kept states)
 
     @property
     def name(self) -> str:
@@ -153,6 +156,7 @@ class WorkflowPlan:
     umap_models: tuple[TrainedModel, ...]  # whose layer outputs get a UMAP
     figures: dict  # {model, base model or "all": [figure, ...]}
     figure_files: tuple[str, ...]  # RESULTS/figures/MODEL/FIGURE.png|svg
+    cost_estimates: tuple[dict, ...] = ()  # per (model, benchmark): the cost model's estimate of all its scores (cost_estimates)
 
     @property
     def stale_warning(self) -> str | None:
@@ -245,7 +249,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         stale_notes = list(notes(scores))
         return ScoreBatch(batch.model, batch.benchmark, batch.plans, batch.train_seed, scores,
                           {**inputs, **({"rerun_notes": stale_notes} if stale_notes else {})},
-                          batch_resources(batch, config, models))
+                          batch_resources(batch, config, models), batch.seconds, batch.peak_bytes)
 
     figures = model_figures(config, models, kinds, jobs, trained, umap_models)
     return WorkflowPlan(
@@ -279,6 +283,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         figures=figures,
         figure_files=tuple(f"{results_dir}/figures/{model}/{figure}.{ext}" for model, names in figures.items()
                            for figure in names for ext in ("png", "svg")),
+        cost_estimates=tuple(cost_estimates(jobs, config, models, depths)),
     )
 
 
@@ -287,15 +292,94 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
 
 def evaluation_batches(pending: Sequence[sweep.Job], config: Mapping, models: Mapping, depths: Mapping) -> list[sweep.Batch]:
     """Pending lm-eval scores grouped into evaluation jobs: one model and benchmark each, neighbouring
-    plans in the trie walk, sized by layer work (painters.sweep.batch_jobs, `passes_per_job`;
-    README "Job granularity"). generate_until benchmarks count every plan's whole schedule."""
-    generative = {b for b in config["benchmarks"] if benchmarks.generates_text(b, config["include_paths"])}
-    return sweep.batch_jobs(
-        [j for j in pending if j.train_seed is None],
-        depths,
-        {name: models[name].get("passes_per_job") or config["evaluation"]["passes_per_job"] for name in models},
-        plan_by_plan=generative,
-    )
+    plans in the trie walk, each within `minutes_per_job` of the cost model's estimate on the
+    `cost.device` profile (painters.sweep.batch_jobs_by_time; README "Job granularity"). Where a
+    model or the config sets `passes_per_job`, its jobs are sized by layer work instead
+    (painters.sweep.batch_jobs)."""
+    jobs = [j for j in pending if j.train_seed is None]
+    by_passes = {name for name in models if (models[name].get("passes_per_job") or config["evaluation"].get("passes_per_job"))}
+    batches = []
+    if by_passes:
+        generative = generative_benchmarks(config)
+        batches += sweep.batch_jobs(
+            [j for j in jobs if j.model in by_passes], depths,
+            {name: models[name].get("passes_per_job") or config["evaluation"]["passes_per_job"] for name in by_passes},
+            plan_by_plan=generative)
+    timed = [j for j in jobs if j.model not in by_passes]
+    if timed:
+        estimates = PassEstimates(config, models, [j for j in jobs if j.model not in by_passes])
+        budgets = {name: 60 * (models[name].get("minutes_per_job") or config["evaluation"]["minutes_per_job"]) for name in models}
+        batches += sweep.batch_jobs_by_time(timed, depths, estimates, budgets)
+    return sorted(batches, key=lambda b: (b.model, b.benchmark))
+
+
+def cost_estimates(jobs: Sequence[sweep.Job], config: Mapping, models: Mapping, depths: Mapping) -> list[dict]:
+    """Per (model, benchmark): what all its lm-eval scores cost on `cost.device`, finished or not, in
+    the jobs they would make (the report puts it beside what the finished ones took)."""
+    batches = evaluation_batches([j for j in jobs if j.train_seed is None], config, models, depths)
+    rows: dict[tuple[str, str], dict] = {}
+    for batch in batches:
+        gpus = max(1, models[batch.model]["resources"]["gpu"])
+        row = rows.setdefault((batch.model, batch.benchmark), {"model": batch.model, "benchmark": batch.benchmark, "gpus": gpus,
+                                                                "plans": 0, "jobs": 0, "estimated_gpu_hours": None})
+        row["plans"] += len(batch.plans)
+        row["jobs"] += 1
+        if batch.seconds is not None:
+            row["estimated_gpu_hours"] = (row["estimated_gpu_hours"] or 0.0) + batch.seconds / 3600 * gpus
+    return [rows[key] for key in sorted(rows)]
+
+
+def generative_benchmarks(config: Mapping) -> set[str]:
+    return {b for b in config["benchmarks"] if benchmarks.generates_text(b, config["include_paths"])}
+
+
+class PassEstimates:
+    """The cost model of each (model, benchmark) pass (painters.cost.PassEstimate): a model's shape
+    and weight bytes, the benchmark's size (measured from a finished score of it, else the stated
+    estimate), the `cost.device` profile, the batch size and generation's cache mode."""
+
+    def __init__(self, config: Mapping, models: Mapping, jobs: Sequence[sweep.Job]):
+        self.config, self.models = config, models
+        self.device = cost.device_profile(config["cost"]["device"])
+        self.generative = generative_benchmarks(config)
+        self.files: dict[tuple[str, str], list[str]] = {}
+        for job in jobs:
+            self.files.setdefault((job.model, job.benchmark), []).append(score_file(config["results"], job.model, job.plan, job.benchmark))
+        self._shapes: dict[str, tuple] = {}
+        self._tokens: dict[tuple[str, str], object] = {}
+
+    def shape(self, model: str):
+        if model not in self._shapes:
+            self._shapes[model] = (sweep.model_shape(self.config, model), sweep.model_element_bytes(self.config, model))
+        return self._shapes[model]
+
+    def tokens(self, model: str, benchmark: str):
+        """The benchmark's requests for one plan of `model`: measured where a score of it (any plan) records them."""
+        key = (model, benchmark)
+        if key not in self._tokens:
+            generative = benchmark in self.generative
+            new_tokens = self.config["evaluation"].get("max_gen_toks")
+            measured = results.recorded_request_sizes(self.files.get(key, []) + [
+                score_file(self.config["results"], model, "baseline", benchmark)])
+            if measured:
+                estimate = cost.benchmark_tokens(benchmark, generative, new_tokens, None)
+                self._tokens[key] = cost.measured_tokens(*measured, generated=estimate.generated)
+            else:
+                self._tokens[key] = cost.benchmark_tokens(benchmark, generative, new_tokens, self.config.get("limit"))
+        return self._tokens[key]
+
+    def __call__(self, model: str, benchmark: str):
+        shape, element_bytes = self.shape(model)
+        batch_size = self.models[model]["batch_size"]
+        # a model spread over several GPUs (device_map) runs them one after another: their memory adds up
+        gpus = max(1, self.models[model]["resources"]["gpu"])
+        device = dataclasses.replace(self.device, memory_gb=self.device.memory_gb * gpus)
+        return cost.PassEstimate(shape, self.tokens(model, benchmark), device, element_bytes,
+                                 batch_size if isinstance(batch_size, int) else AUTO_BATCH_SIZE,
+                                 self.config["evaluation"]["kv_cache"])
+
+
+AUTO_BATCH_SIZE = 64  # what the cost model assumes `batch_size: auto` finds
 
 
 def glue_batches(pending: Sequence[sweep.Job], config: Mapping, models: Mapping, depths: Mapping) -> list[sweep.Batch]:
@@ -306,8 +390,14 @@ def glue_batches(pending: Sequence[sweep.Job], config: Mapping, models: Mapping,
 
 
 def batch_resources(batch: sweep.Batch, config: Mapping, models: Mapping) -> Resources:
-    """What one evaluation or fine-tuning job asks for: its model's `resources`."""
-    return Resources.of(models[batch.model]["resources"], config)
+    """What one evaluation or fine-tuning job asks for: its model's `resources`; an evaluation job
+    sized by time gets its estimate times `cost.margin` plus `cost.startup_minutes` as its runtime,
+    at most the model's `resources.runtime` (a retry gets runtime x attempt, as mem_mb)."""
+    resources = Resources.of(models[batch.model]["resources"], config)
+    if batch.seconds is None:
+        return resources
+    runtime = sweep.runtime_minutes(batch.seconds, config["cost"]["margin"], config["cost"]["startup_minutes"], resources.runtime)
+    return dataclasses.replace(resources, runtime=runtime)
 
 
 # ---- config checks a schema cannot express; each error names the key, the value and what is valid
@@ -525,3 +615,47 @@ def model_figures(config: Mapping, models: Mapping, kinds: Mapping, jobs: Sequen
         if any(m.base == base for m in umap_models):
             figures[base].append("layershuffle_umap")
     return figures
+
+
+# ---- what the pending evaluation jobs cost (`painters sweep --cost`, the report's cost table)
+
+
+def cost_rows(plan: WorkflowPlan) -> list[dict]:
+    """Per model and benchmark: the pending evaluation jobs, their plans, estimated GPU-hours on the
+    `cost.device` profile (the job's estimate times its GPUs), the longest job and the most memory one holds."""
+    rows: dict[tuple[str, str], dict] = {}
+    for batch in plan.batches:
+        if batch.seconds is None:
+            continue
+        row = rows.setdefault((batch.model, batch.benchmark), {
+            "model": batch.model, "benchmark": batch.benchmark, "jobs": 0, "plans": 0, "gpu_hours": 0.0,
+            "longest_hours": 0.0, "peak_gib": 0.0, "runtime_minutes": 0, "over_runtime": 0})
+        row["jobs"] += 1
+        row["plans"] += len(batch.plans)
+        row["gpu_hours"] += batch.seconds / 3600 * max(1, batch.resources.gpu)
+        row["longest_hours"] = max(row["longest_hours"], batch.seconds / 3600)
+        row["peak_gib"] = max(row["peak_gib"], (batch.peak_bytes or 0) / 2**30)
+        row["runtime_minutes"] = max(row["runtime_minutes"], batch.resources.runtime)
+        # a job whose estimate does not fit the most runtime its model allows (resources.runtime)
+        row["over_runtime"] += batch.seconds / 60 > batch.resources.runtime
+    return [rows[key] for key in sorted(rows)]
+
+
+def cost_table(plan: WorkflowPlan, config: Mapping) -> str:
+    """`painters sweep --cost`: the cost rows as text, ending with the total line."""
+    device = cost.device_profile(config["cost"]["device"])
+    rows = cost_rows(plan)
+    lines = [f"{'model':<16} {'benchmark':<18} {'jobs':>5} {'plans':>6} {'GPU-hours':>10} {'longest job':>11} "
+             f"{'peak memory':>11} {'runtime':>8}"]
+    for row in rows:
+        warning = f"  ({row['over_runtime']} over resources.runtime)" if row["over_runtime"] else ""
+        lines.append(f"{row['model']:<16} {row['benchmark']:<18} {row['jobs']:>5} {row['plans']:>6} {row['gpu_hours']:>10.2f} "
+                     f"{row['longest_hours']:>9.2f} h {row['peak_gib']:>7.1f} GiB {row['runtime_minutes']:>4} min{warning}")
+    models = sorted({row["model"] for row in rows})
+    for model in models:
+        hours = sum(row["gpu_hours"] for row in rows if row["model"] == model)
+        lines.append(f"{model}: {hours:.1f} GPU-hours ({sum(row['jobs'] for row in rows if row['model'] == model)} jobs)")
+    jobs = sum(row["jobs"] for row in rows)
+    lines.append(f"total: {sum(row['gpu_hours'] for row in rows):.1f} GPU-hours on {device.name} ({jobs} jobs)")
+    return "\n".join(lines)
+

@@ -16,3 +16,27 @@ rule aggregate:
         "../../envs/painters.yaml"
     shell:
         "painters aggregate --scores {params.scores:q} --out {output.parquet:q} --csv {output.csv:q} > {log:q} 2>&1"
+
+
+# The cost model's estimate of every lm-eval score beside what the finished ones took (README "Job granularity").
+rule cost_table:
+    input:
+        summary=SUMMARY,
+    output:
+        report(
+            f"{RESULTS}/cost.csv",
+            caption="../report/cost.rst",
+            category="Cost",
+            labels={"table": "estimated and measured GPU-hours"},
+        ),
+    log:
+        f"{RESULTS}/logs/cost_table.log",
+    params:
+        estimates=json.dumps(PLAN.cost_estimates),
+        device=painters_cost.device_profile(config["cost"]["device"]).name,
+    localrule: True
+    conda:
+        "../../envs/painters.yaml"
+    shell:
+        "painters cost-table --summary {input.summary:q} --estimates {params.estimates:q} --device {params.device:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
 # Config validation, the workflow's plan and the helpers the rules share. The planning itself
 # (jobs, pending and stale scores, batches, LayerShuffle trainings and merges, figures) is
 # painters.workflow_plan, plain Python; the rules files turn PLAN into rules.
+import json
 import os
 import re
 import shlex
@@ -11,6 +12,7 @@ import yaml
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
+from painters import cost as painters_cost
 from painters import plan as painters_plan
 from painters import sweep
 from painters import figures as painters_figures
@@ -42,6 +44,8 @@ PLAN = workflow_plan.plan_workflow(config)
 MODELS = PLAN.models  # the enabled models' config blocks
 KINDS = PLAN.kinds
 SUMMARY = PLAN.summary
+# the cost model's estimates beside what the finished jobs took (rule cost_table), where lm-eval scores are planned
+COST_TABLE = [f"{RESULTS}/cost.csv"] if PLAN.cost_estimates else []
 if PLAN.stale_warning and workflow.is_main_process:
     logger.warning(PLAN.stale_warning)
 
@@ -74,11 +78,12 @@ def batch_rule_name(stage, batch):
 
 
 def job_resources(resources):
-    """A job's Snakemake resources from its planned ones (workflow_plan.Resources); mem_mb grows with each retry."""
+    """A job's Snakemake resources from its planned ones (workflow_plan.Resources); mem_mb and runtime
+    grow with each retry (a job killed for memory or for time gets more of it)."""
     return {
         "gpu": resources.gpu,
         "mem_mb": lambda wildcards, attempt, mem_mb=resources.mem_mb: mem_mb * attempt,
-        "runtime": resources.runtime,
+        "runtime": lambda wildcards, attempt, runtime=resources.runtime: runtime * attempt,
         "cpus_per_task": resources.cpus_per_task,
         "slurm_partition": resources.slurm_partition,
         "slurm_account": resources.slurm_account,
