@@ -115,7 +115,8 @@ def summarize(scores: pl.DataFrame) -> pl.DataFrame:
     order = [*PLAN_COLUMNS, "fraction", "benchmark", "train_seed", "metric", "filter", "primary", "value", "stderr", "normalized",
              "baseline_value", "random_baseline", "higher_is_better", "n_samples", "limit", "num_fewshot", "dtype",
              "device", "seconds"]
-    return summary.with_columns(fraction).select(order).sort(["model", "variant", "N", "K", "seed", "layer", "plan", "benchmark", "train_seed", "metric"], nulls_last=True)
+    by = ["model", "variant", "N", "K", "seed", "layer", "plan", "benchmark", "train_seed", "metric"]
+    return summary.with_columns(fraction).select(order).sort(by, nulls_last=True)
 
 
 def write_csv_atomic(frame: pl.DataFrame, path: str | Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 
-def cosine_matrix(states: list, mask) -> "torch.Tensor":
+def cosine_matrix(states: list, mask):
     """[layers x layers] mean cosine similarity; `states`: per layer [batch, seq, hidden]; `mask`: [batch, seq]."""
     import torch
 

@@ -211,7 +211,8 @@ def save_checkpoint(path: Path, step: int, model, modules, optimizer, scheduler,
     from painters.results import temp_beside
 
     device = device_of(model)
-    state = {"step": step, "settings": settings.recorded(), "model": model.state_dict(), "modules": modules.state_dict() if modules is not None else None,
+    state = {"step": step, "settings": settings.recorded(), "model": model.state_dict(),
+             "modules": modules.state_dict() if modules is not None else None,
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
              "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
     tmp = temp_beside(path)
