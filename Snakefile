@@ -22,8 +22,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         PLAN.summary,
         PLAN.figure_files,
         COST_TABLE,
-    default_target: True

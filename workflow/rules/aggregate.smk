@@ -9,11 +9,11 @@ rule aggregate:
         csv=f"{RESULTS}/summary.csv",
     log:
         f"{RESULTS}/logs/aggregate.log",
-    params:
-        scores=lambda w, output: os.path.join(os.path.dirname(output.parquet), "scores"),
     localrule: True
     conda:
         "../../envs/painters.yaml"
+    params:
+        scores=lambda w, output: os.path.join(os.path.dirname(output.parquet), "scores"),
     shell:
         "painters aggregate --scores {params.scores:q} --out {output.parquet:q} --csv {output.csv:q} > {log:q} 2>&1"
 
@@ -31,12 +31,12 @@ rule cost_table:
         ),
     log:
         f"{RESULTS}/logs/cost_table.log",
-    params:
-        estimates=json.dumps(PLAN.cost_estimates),
-        device=painters_cost.device_profile(config["cost"]["device"]).name,
     localrule: True
     conda:
         "../../envs/painters.yaml"
+    params:
+        estimates=json.dumps(PLAN.cost_estimates),
+        device=painters_cost.device_profile(config["cost"]["device"]).name,
     shell:
         "painters cost-table --summary {input.summary:q} --estimates {params.estimates:q} --device {params.device:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -23,7 +23,9 @@ min_version("9.0")
 
 
 # one line for a schema error (Snakemake's own message prints the whole schema and config)
-_PROBLEM = sweep.schema_problem(config, yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text()))
+_PROBLEM = sweep.schema_problem(
+    config, yaml.safe_load(Path(workflow.basedir, "workflow/schemas/config.schema.yaml").read_text())
+)
 if _PROBLEM:
     raise ValueError(_PROBLEM)
 validate(config, schema="../schemas/config.schema.yaml")
@@ -105,7 +107,6 @@ class NoRerun:
         return shlex.join(self.args)
 
 
-
 def results_folder(score_file):
     """RESULTS, from a score file's path RESULTS/scores/MODEL/PLAN/BENCHMARK.parquet."""
     return str(Path(score_file).parents[3])
@@ -151,12 +152,29 @@ def finetune_args(model):
     """`painters finetune` settings of a model's GLUE jobs; the training settings are recorded in each
     score (PLAN.stale compares them), as evaluate_args' are."""
     settings = training_settings()
-    args = ["--mode", settings.mode, "--epochs", settings.epochs, "--learning-rate", settings.learning_rate,
-            "--frozen-learning-rate", settings.frozen_learning_rate, "--batch-size", settings.batch_size,
-            "--max-seq-length", settings.max_seq_length, "--dtype", model["dtype"]]
+    args = [
+        "--mode",
+        settings.mode,
+        "--epochs",
+        settings.epochs,
+        "--learning-rate",
+        settings.learning_rate,
+        "--frozen-learning-rate",
+        settings.frozen_learning_rate,
+        "--batch-size",
+        settings.batch_size,
+        "--max-seq-length",
+        settings.max_seq_length,
+        "--dtype",
+        model["dtype"],
+    ]
     args += ["--fp16"] if settings.fp16 else []
-    for flag, value in (("--max-train-samples", settings.max_train_samples), ("--max-eval-samples", settings.max_eval_samples),
-                        ("--device", model.get("device")), ("--data-dir", GLUE["data_dir"])):
+    for flag, value in (
+        ("--max-train-samples", settings.max_train_samples),
+        ("--max-eval-samples", settings.max_eval_samples),
+        ("--device", model.get("device")),
+        ("--data-dir", GLUE["data_dir"]),
+    ):
         if value is not None:
             args += [flag, value]
     for name, like in GLUE["custom_tasks"].items():
@@ -164,8 +182,6 @@ def finetune_args(model):
     if model.get("trust_remote_code"):
         args += ["--trust-remote-code"]
     return shlex.join(str(a) for a in args)
-
-
 
 
 # ---- similarity
@@ -189,7 +205,9 @@ def figure_inputs(wildcards):
     if wildcards.figure == "fig03_similarity":
         inputs["similarity"] = f"{RESULTS}/similarity/{wildcards.model}.parquet"
     if wildcards.figure == "layershuffle_umap":
-        inputs["umap"] = [f"{RESULTS}/layershuffle/umap/{m.name}.parquet" for m in PLAN.umap_models if m.base == wildcards.model]
+        inputs["umap"] = [
+            f"{RESULTS}/layershuffle/umap/{m.name}.parquet" for m in PLAN.umap_models if m.base == wildcards.model
+        ]
     return inputs
 
 

@@ -19,6 +19,11 @@ for batch in PLAN.batches:
             batch.scores,
         log:
             f"{RESULTS}/logs/evaluate/{batch.model}/{batch.benchmark}/{batch.name}.log",
+        conda:
+            "../../envs/painters.yaml"
+        threads: model["resources"]["cpus_per_task"]
+        resources:
+            **job_resources(batch.resources),
         params:
             # the demo model is an input (made by the demo rules); a function, so lint sees no hard-coded path
             model_path=lambda w, input, path=model["path"]: input.get("demo_model", path),
@@ -27,11 +32,6 @@ for batch in PLAN.batches:
             results=lambda w, output: results_folder(output[0]),
             plans=shlex.join(batch.plans),
             args=evaluate_args(model),
-        resources:
-            **job_resources(batch.resources),
-        threads: model["resources"]["cpus_per_task"]
-        conda:
-            "../../envs/painters.yaml"
         shell:
             "painters evaluate --model {params.model_path:q} --name {params.model_name:q} --plans {params.plans}"
             " --benchmarks {params.benchmark:q} --out {params.results:q} {params.args} > {log:q} 2>&1"
@@ -44,11 +44,11 @@ rule rerun_note:
         f"{RESULTS}/reruns/{{model}}/{{plan}}/{{benchmark}}.{{scored}}.why",
     log:
         f"{RESULTS}/logs/reruns/{{model}}/{{plan}}/{{benchmark}}.{{scored}}.log",
-    params:
-        reason=lambda w: rerun_reason(score_file(w.model, w.plan, w.benchmark)),
     localrule: True
     conda:
         "../../envs/painters.yaml"
+    params:
+        reason=lambda w: rerun_reason(score_file(w.model, w.plan, w.benchmark)),
     shell:
         "echo {params.reason:q} > {output:q} 2> {log:q}"
 
@@ -62,14 +62,14 @@ rule check_benchmarks:
         PLAN.benchmark_check,
     log:
         f"{RESULTS}/logs/check_benchmarks.log",
+    localrule: True
+    conda:
+        "../../envs/painters.yaml"
     params:
         args=shlex.join(
             ["--benchmarks", *config["benchmarks"]]
             + [a for path in config["include_paths"] for a in ("--include-path", path)]
             + (["--data-dir", config["data_dir"]] if config.get("data_dir") else [])
         ),
-    localrule: True
-    conda:
-        "../../envs/painters.yaml"
     shell:
         "painters check-benchmarks {params.args} --out {output:q} > {log:q} 2>&1"

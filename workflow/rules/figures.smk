@@ -42,8 +42,13 @@ for figure_name in ALL_FIGURES:
         wildcard_constraints:
             figure=figure_name,
             model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+        localrule: True
+        conda:
+            "../../envs/painters.yaml"
         params:
-            similarity=lambda w, input: f"--similarity {shlex.quote(input.similarity)}" if "similarity" in input.keys() else "",
+            similarity=lambda w, input: (
+                f"--similarity {shlex.quote(input.similarity)}" if "similarity" in input.keys() else ""
+            ),
             umap=lambda w, input: f"--umap {shlex.join(input.umap)}" if "umap" in input.keys() else "",
             line_K=line_K_arg,
             # plot-only settings: changing them re-runs the figures and nothing else
@@ -55,9 +60,6 @@ for figure_name in ALL_FIGURES:
             limit=lambda w: None if KINDS.get(w.model) == "encoder" else config.get("limit"),
             # generation's cache mode (README, "Reproducible scores"); encoders generate nothing
             kv_cache=lambda w: None if KINDS.get(w.model) == "encoder" else config["evaluation"]["kv_cache"],
-        localrule: True
-        conda:
-            "../../envs/painters.yaml"
         shell:
             "painters figures --summary {input.summary:q} {params.similarity} {params.umap} --model {wildcards.model:q}"
             " --figure {wildcards.figure} {params.line_K} --out {output.png:q} {params.style} > {log:q} 2>&1"

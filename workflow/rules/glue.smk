@@ -15,6 +15,11 @@ for batch in PLAN.glue_batches:
             batch.scores,
         log:
             f"{RESULTS}/logs/finetune/{batch.model}/{batch.benchmark}.seed{batch.train_seed}/{batch.name}.log",
+        conda:
+            "../../envs/painters.yaml"
+        threads: model["resources"]["cpus_per_task"]
+        resources:
+            **job_resources(batch.resources),
         params:
             model_path=model["path"],
             model_name=batch.model,
@@ -23,11 +28,6 @@ for batch in PLAN.glue_batches:
             results=lambda w, output: results_folder(output[0]),
             plans=shlex.join(batch.plans),
             args=finetune_args(model),
-        resources:
-            **job_resources(batch.resources),
-        threads: model["resources"]["cpus_per_task"]
-        conda:
-            "../../envs/painters.yaml"
         shell:
             "painters finetune --model {params.model_path:q} --name {params.model_name:q} --task {params.task:q}"
             " --seed {params.seed} --plans {params.plans} --out {params.results:q} {params.args} > {log:q} 2>&1"
@@ -39,9 +39,9 @@ rule demo_glue:
         directory(DEMO_GLUE),
     log:
         f"{RESULTS}/logs/demo_glue.log",
-    params:
-        seed=DEMO["seed"],
     conda:
         "../../envs/painters.yaml"
+    params:
+        seed=DEMO["seed"],
     shell:
         "painters demo-glue --out {output:q} --seed {params.seed} > {log:q} 2>&1"

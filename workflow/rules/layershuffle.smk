@@ -15,12 +15,32 @@ def train_vision_args(training):
         args += ["--layers", training.depth, "--hidden", base["hidden"]]
     elif base["layers"] is not None:
         args += ["--layers", base["layers"]]  # checked against the model
-    args += ["--variant", settings.variant, "--seed", settings.seed,
-             "--steps", settings.steps, "--batch-size", settings.batch_size, "--learning-rate", settings.learning_rate,
-             "--weight-decay", settings.weight_decay, "--warmup-steps", settings.warmup_steps,
-             "--layerdrop", settings.layerdrop, "--position-loss-weight", settings.position_loss_weight,
-             "--checkpoint-every", settings.checkpoint_every, "--precision", settings.precision,
-             "--threads", LAYERSHUFFLE["resources"]["cpus_per_task"]]
+    args += [
+        "--variant",
+        settings.variant,
+        "--seed",
+        settings.seed,
+        "--steps",
+        settings.steps,
+        "--batch-size",
+        settings.batch_size,
+        "--learning-rate",
+        settings.learning_rate,
+        "--weight-decay",
+        settings.weight_decay,
+        "--warmup-steps",
+        settings.warmup_steps,
+        "--layerdrop",
+        settings.layerdrop,
+        "--position-loss-weight",
+        settings.position_loss_weight,
+        "--checkpoint-every",
+        settings.checkpoint_every,
+        "--precision",
+        settings.precision,
+        "--threads",
+        LAYERSHUFFLE["resources"]["cpus_per_task"],
+    ]
     return shlex.join(str(a) for a in args)
 
 
@@ -42,14 +62,14 @@ for trained_name, training in PLAN.trainings.items():
             directory(training.folder),
         log:
             f"{RESULTS}/logs/layershuffle/train/{trained_name}.log",
+        conda:
+            "../../envs/painters.yaml"
+        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
+        resources:
+            **job_resources(PLAN.vision_resources),
         params:
             args=train_vision_args(training),
             runtime=vision_runtime_args(),
-        resources:
-            **job_resources(PLAN.vision_resources),
-        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
-        conda:
-            "../../envs/painters.yaml"
         shell:
             "painters train-vision {params.args} {params.runtime} --out {output:q} > {log:q} 2>&1"
 
@@ -65,17 +85,17 @@ for trained_name, training in PLAN.trainings.items():
                 training.pending,
             log:
                 f"{RESULTS}/logs/layershuffle/evaluate/{trained_name}.log",
+            conda:
+                "../../envs/painters.yaml"
+            threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
+            resources:
+                **job_resources(PLAN.vision_resources),
             params:
                 name=trained_name,
                 results=lambda w, output: results_folder(output[0]),
                 plans=shlex.join(Path(f).parent.name for f in training.pending),
                 threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
                 runtime=vision_runtime_args(),
-            resources:
-                **job_resources(PLAN.vision_resources),
-            threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
-            conda:
-                "../../envs/painters.yaml"
             shell:
                 "painters evaluate-vision --trained {input.trained:q} --name {params.name:q} --plans {params.plans}"
                 " --out {params.results:q} --threads {params.threads} {params.runtime} > {log:q} 2>&1"
@@ -97,6 +117,11 @@ for merge in PLAN.merges:
             merge.pending,
         log:
             f"{RESULTS}/logs/layershuffle/merge/{merge.base}.{merge.variant}.log",
+        conda:
+            "../../envs/painters.yaml"
+        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
+        resources:
+            **job_resources(PLAN.vision_resources),
         params:
             name=f"{merge.base}.{merge.variant}",
             merges=LAYERSHUFFLE["merging"]["merges"],
@@ -105,11 +130,6 @@ for merge in PLAN.merges:
             plans=shlex.join(merge.plans),
             threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
             runtime=vision_runtime_args(),
-        resources:
-            **job_resources(PLAN.vision_resources),
-        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
-        conda:
-            "../../envs/painters.yaml"
         shell:
             "painters merge-vision --trained {input.trained:q} --name {params.name:q} --merges {params.merges}"
             " --merge-seed {params.merge_seed} --plans {params.plans} --out {params.results:q}"
@@ -131,6 +151,11 @@ if PLAN.umap_models:
             f"{RESULTS}/logs/layershuffle/umap/{{name}}.log",
         wildcard_constraints:
             name="|".join(re.escape(m.name) for m in PLAN.umap_models),
+        conda:
+            "../../envs/painters.yaml"
+        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
+        resources:
+            **job_resources(PLAN.vision_resources),
         params:
             plans=shlex.join(layershuffle_study.umap_plans(LAYERSHUFFLE)),
             images=LAYERSHUFFLE["umap"]["images"],
@@ -138,11 +163,6 @@ if PLAN.umap_models:
             n_epochs=LAYERSHUFFLE["umap"]["n_epochs"],
             threads=LAYERSHUFFLE["resources"]["cpus_per_task"],
             device=NoRerun(["--device", "cpu"] if LAYERSHUFFLE["resources"]["gpu"] == 0 else []),
-        resources:
-            **job_resources(PLAN.vision_resources),
-        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
-        conda:
-            "../../envs/painters.yaml"
         shell:
             "painters umap-vision --trained {input:q} --name {wildcards.name:q} --plans {params.plans}"
             " --images {params.images} --n-neighbors {params.n_neighbors} --n-epochs {params.n_epochs}"
