@@ -60,6 +60,9 @@ class ModelSpec:
     include_paths: tuple[str, ...] = ()
     trust_remote_code: bool = False
     memory_gb: float | None = None  # the device's memory for generation's batch budget; None: measured
+    # requests that share a prefix (a document's choices) packed into one row: answers within float
+    # rounding of HFLM's (not a setting of a score); False gives HFLM's rows bit for bit
+    share_contexts: bool = True
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class Session:
             max_length=spec.max_length,
             trust_remote_code=spec.trust_remote_code,
             memory_gb=spec.memory_gb,
+            share_contexts=spec.share_contexts,
             log=log,
         )
         include = list(spec.include_paths)
@@ -566,6 +570,7 @@ def spec_from_args(args) -> ModelSpec:
         include_paths=tuple(str(Path(p).resolve()) for p in args.include_path),
         trust_remote_code=args.trust_remote_code,
         memory_gb=args.memory_gb,
+        share_contexts=args.share_contexts,
     )
 
 
@@ -639,6 +644,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--memory-gb", type=parse_memory_gb,
         help="memory of the device for generation's batch budget, in GiB (default: measured free memory)",
+    )
+    parser.add_argument(
+        "--no-share-contexts", dest="share_contexts", action="store_false",
+        help="score every loglikelihood request on its own row, as lm-eval's HFLM does (bit for bit); by default "
+        "requests that share a context are packed into one row, the context computed once (answers within float rounding)",
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute results that exist")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
