@@ -317,10 +317,17 @@ class BenchmarkTokens:
     continuation: float = 0.0
     generated: int = 0
     measured: bool = False  # from a finished score's recorded requests, not the estimate below
+    computed: float = 1.0  # the share of the tokens sent that a pass computes with shared contexts (painters.packing)
 
     @property
     def tokens(self) -> float:
+        """Tokens as lm-eval sends them (each request its whole context and continuation)."""
         return self.requests * (self.context + self.continuation)
+
+    @property
+    def computed_tokens(self) -> float:
+        """Tokens a pass computes when a document's context is computed once for all its choices."""
+        return self.tokens * self.computed
 
     def limited(self, limit: float | None, per_document: float = 1.0) -> "BenchmarkTokens":
         """The requests under lm-eval's `limit` (a count of documents or a fraction)."""
@@ -328,7 +335,7 @@ class BenchmarkTokens:
             return self
         documents = self.requests / per_document
         kept = min(documents, limit) if limit >= 1 else documents * limit
-        return BenchmarkTokens(round(kept * per_document), self.context, self.continuation, self.generated)
+        return BenchmarkTokens(round(kept * per_document), self.context, self.continuation, self.generated, computed=self.computed)
 
 
 # Estimates before a benchmark has run for a model (Llama-2 tokenizer; lm-eval 0.4.13's tasks):
@@ -345,19 +352,25 @@ BENCHMARK_ESTIMATES = {
 DEFAULT_ESTIMATE = (BenchmarkTokens(1000, 64, 8), 1)  # any other benchmark, until it has run once
 
 
-def measured_tokens(requests: int, request_tokens: int, generated: int = 0) -> BenchmarkTokens:
-    """A benchmark's size as a finished score records it (painters.results.recorded_request_sizes)."""
-    return BenchmarkTokens(requests, request_tokens / max(1, requests), 0.0, generated, measured=True)
+def measured_tokens(requests: int, request_tokens: int, generated: int = 0, computed: float = 1.0) -> BenchmarkTokens:
+    """A benchmark's size as a finished score records it (painters.results.recorded_request_sizes);
+    `computed`: the share shared contexts leave, from the benchmark's stated estimate."""
+    return BenchmarkTokens(requests, request_tokens / max(1, requests), 0.0, generated, measured=True, computed=computed)
 
 
-def benchmark_tokens(benchmark: str, generative: bool, max_gen_toks: int | None, limit: float | None) -> BenchmarkTokens:
-    """The stated estimate of a benchmark's requests (before any score of it exists)."""
+def benchmark_tokens(benchmark: str, generative: bool, max_gen_toks: int | None, limit: float | None,
+                     shared_contexts: bool = True) -> BenchmarkTokens:
+    """The stated estimate of a benchmark's requests (before any score of it exists). With
+    `shared_contexts`, a document's context counts once for all its choices (`computed`)."""
     estimate, per_document = BENCHMARK_ESTIMATES.get(benchmark, DEFAULT_ESTIMATE)
     if generative:
         estimate = BenchmarkTokens(estimate.requests, estimate.context + estimate.continuation, 0,
                                    max_gen_toks or estimate.generated or 256)
-    elif estimate.generated:
-        estimate = BenchmarkTokens(estimate.requests, estimate.context, estimate.continuation or 1)
+    else:
+        continuation = estimate.continuation or 1
+        computed = (estimate.context + per_document * continuation) / (per_document * (estimate.context + continuation))
+        estimate = BenchmarkTokens(estimate.requests, estimate.context, continuation,
+                                   computed=computed if shared_contexts else 1.0)
     return estimate.limited(limit, per_document)
 
 
@@ -403,7 +416,8 @@ class PassEstimate:
 
     def _loglikelihood(self, calls: int, plans: int) -> tuple[float, float]:
         length = max(1, round(self.tokens.context + self.tokens.continuation))
-        batches = -(-self.tokens.requests // self.batch_size)
+        # shared contexts pack a document's requests into fewer rows: as if fewer requests of that length
+        batches = -(-round(self.tokens.requests * self.tokens.computed) // self.batch_size)
         flops = calls * call_flops(self.shape, self.batch_size, length, length) + plans * lm_head_flops(self.shape, self.batch_size * length)
         return batches * flops, batches * self.device.seconds(flops, weight_bytes(self.shape, calls, self.element_bytes))
 

@@ -359,13 +359,14 @@ class PassEstimates:
         if key not in self._tokens:
             generative = benchmark in self.generative
             new_tokens = self.config["evaluation"].get("max_gen_toks")
+            shared = self.config["evaluation"].get("share_contexts", True)
             measured = results.recorded_request_sizes(self.files.get(key, []) + [
                 score_file(self.config["results"], model, "baseline", benchmark)])
             if measured:
-                estimate = cost.benchmark_tokens(benchmark, generative, new_tokens, None)
-                self._tokens[key] = cost.measured_tokens(*measured, generated=estimate.generated)
+                estimate = cost.benchmark_tokens(benchmark, generative, new_tokens, None, shared)
+                self._tokens[key] = cost.measured_tokens(*measured, generated=estimate.generated, computed=estimate.computed)
             else:
-                self._tokens[key] = cost.benchmark_tokens(benchmark, generative, new_tokens, self.config.get("limit"))
+                self._tokens[key] = cost.benchmark_tokens(benchmark, generative, new_tokens, self.config.get("limit"), shared)
         return self._tokens[key]
 
     def __call__(self, model: str, benchmark: str):
