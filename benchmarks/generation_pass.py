@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import time
-from collections import defaultdict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -48,20 +47,11 @@ def main() -> None:
     parser.add_argument("--row-M", type=int, default=7, help="the heatmap row's affected layers")
     args = parser.parse_args()
 
-    config = sweep.read_config([args.configfile])
-    model_name = sweep.enabled_models(config)[0]
-    depth = sweep.model_depth(config, model_name)
-    demo_plans = defaultdict(set)
-    names = sweep.enabled_models(config)
-    kinds = {name: sweep.configured_model_kind(config, name) for name in names}
-    for job in sweep.expand_jobs(config, {name: sweep.model_depth(config, name) for name in names}, kinds):
-        if job.model != model_name:
-            continue
-        demo_plans[job.benchmark].add(job.plan)
+    model_name, demo_plans, depth = sweep.first_model_plans(args.configfile)
     N = (depth - 1 - args.row_M) // 2
     row = [f"looped_parallel-N{N}-K{k}" for k in range(1, 9)] + [
         "baseline", f"skip-N{N}", f"middle_repeat-N{N}", f"reverse-N{N}", f"random-N{N}-S0", f"parallel-N{N}"]
-    plan_sets = {"demo sweep": sorted(demo_plans[args.benchmark] or {"baseline"}), f"heatmap row M={args.row_M}": row}
+    plan_sets = {"demo sweep": sorted(demo_plans.get(args.benchmark) or {"baseline"}), f"heatmap row M={args.row_M}": row}
 
     session = Session(ModelSpec(model=os.path.abspath(args.model), dtype="float32", device="cpu",
                                 batch_size=args.batch_size, include_paths=(os.path.abspath(args.tasks),)),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections import defaultdict
 from contextlib import nullcontext
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,16 +43,7 @@ def main() -> None:
     parser.add_argument("--bootstrap-iters", type=int, default=1000, help="as the workflow default")
     args = parser.parse_args()
 
-    config = sweep.read_config([args.configfile])
-    model_name = sweep.enabled_models(config)[0]
-    depth = sweep.model_depth(config, model_name)
-    plans_of = defaultdict(set)
-    names = sweep.enabled_models(config)
-    kinds = {name: sweep.configured_model_kind(config, name) for name in names}
-    for job in sweep.expand_jobs(config, {name: sweep.model_depth(config, name) for name in names}, kinds):
-        if job.model != model_name:
-            continue
-        plans_of[job.benchmark].add(job.plan)
+    model_name, plans_of, depth = sweep.first_model_plans(args.configfile)
 
     session = Session(ModelSpec(model=os.path.abspath(args.model), dtype="float32", device="cpu",
                                 batch_size=args.batch_size, include_paths=(os.path.abspath(args.tasks),)),

@@ -33,7 +33,6 @@ import os
 import random
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,14 +102,8 @@ def demo_plans(config_file: str) -> tuple[dict[str, set], int]:
     """The demo sweep's plan keys per benchmark, and the demo model's depth."""
     from painters import sweep
 
-    config = sweep.read_config([config_file])
-    names = sweep.enabled_models(config)
-    kinds = {name: sweep.configured_model_kind(config, name) for name in names}
-    plans_of = defaultdict(set)
-    for job in sweep.expand_jobs(config, {name: sweep.model_depth(config, name) for name in names}, kinds):
-        if job.model == names[0]:
-            plans_of[job.benchmark].add(job.plan)
-    return plans_of, sweep.model_depth(config, names[0])
+    _, plans_of, depth = sweep.first_model_plans(config_file)
+    return plans_of, depth
 
 
 def run_pass(session, benchmark: str, plan_list, limit: int, share: bool) -> dict:

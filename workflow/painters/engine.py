@@ -733,10 +733,4 @@ def _resumable(calls: nn.ModuleList, schedule, store) -> nn.ModuleList:
 def _score(log_probs: torch.Tensor, input_length: int, continuation_length: int, continuations) -> list[tuple[float, bool]]:
     """Answers from one row of log-probabilities, as HFLM computes them for a causal model."""
     selected = log_probs[input_length - continuation_length: input_length].unsqueeze(0)  # [1, seq, vocab]
-    greedy = selected.argmax(dim=-1)
-    answers = []
-    for tokens in continuations:
-        target = torch.tensor(tokens, dtype=torch.long, device=selected.device).unsqueeze(0)
-        is_greedy = bool((greedy[:, -target.shape[1]:] == target).all())
-        answers.append((float(torch.gather(selected, 2, target.unsqueeze(-1)).sum()), is_greedy))
-    return answers
+    return _score_selected(selected, continuations)

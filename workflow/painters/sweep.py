@@ -476,6 +476,18 @@ def runtime_minutes(seconds: float, margin: float, startup_minutes: float, most:
     return max(least, min(most, math.ceil(seconds * margin / 60 + startup_minutes)))
 
 
+def first_model_plans(config_file: str) -> tuple[str, dict[str, set[str]], int]:
+    """A config's first enabled model, its plan keys per benchmark and its depth (for benchmarks/ scripts)."""
+    config = read_config([config_file])
+    names = enabled_models(config)
+    kinds = {name: configured_model_kind(config, name) for name in names}
+    plans_of: dict[str, set[str]] = {}
+    for job in expand_jobs(config, {name: model_depth(config, name) for name in names}, kinds):
+        if job.model == names[0]:
+            plans_of.setdefault(job.benchmark, set()).add(job.plan)
+    return names[0], plans_of, model_depth(config, names[0])
+
+
 def summarize(jobs: list[Job]) -> str:
     """Job counts per model and variant, for people."""
     counts: dict[tuple[str, str], int] = {}
