@@ -270,20 +270,25 @@ class DeviceProfile:
     memory_gb: float
     flops_efficiency: float = 0.5
     bandwidth_efficiency: float = 0.8
+    call_seconds: float = 0.0  # fixed cost of one layer call in one forward (kernel launches; Python on a CPU)
 
-    def seconds(self, flops: float, nbytes: float) -> float:
-        """A step bound by its FLOPs or by the bytes it reads, whichever takes longer."""
-        return max(flops / (self.flops * self.flops_efficiency), nbytes / (self.bandwidth * self.bandwidth_efficiency))
+    def seconds(self, flops: float, nbytes: float, calls: int = 0) -> float:
+        """A step bound by its FLOPs or by the bytes it reads, whichever takes longer, plus its layer calls' fixed cost."""
+        return max(flops / (self.flops * self.flops_efficiency), nbytes / (self.bandwidth * self.bandwidth_efficiency)) + calls * self.call_seconds
 
 
-# bf16 dense peaks and memory bandwidth from the vendors' data sheets; `cpu` is this project's
-# 2-core CI machine in float32, measured with benchmarks/cost_model.py (say so when changing it)
+CPU_CALL_SECONDS = 6e-4
+
+# bf16 dense peaks and memory bandwidth from the vendors' data sheets; a GPU layer call's fixed cost
+# (~10 kernel launches) is an assumption, not yet measured. `cpu` is this project's 2-core machine in
+# float32, fitted to the demo's evaluation jobs (results/cost.csv of a demo run; say so when changing it).
 DEVICES = {
-    "h100": DeviceProfile("h100", flops=989e12, bandwidth=3.35e12, memory_gb=80),
-    "h200": DeviceProfile("h200", flops=989e12, bandwidth=4.8e12, memory_gb=141),
-    "a100": DeviceProfile("a100", flops=312e12, bandwidth=2.0e12, memory_gb=80),
-    "l40s": DeviceProfile("l40s", flops=362e12, bandwidth=0.864e12, memory_gb=48),
-    "cpu": DeviceProfile("cpu", flops=40e9, bandwidth=10e9, memory_gb=24, flops_efficiency=0.25, bandwidth_efficiency=0.5),
+    "h100": DeviceProfile("h100", flops=989e12, bandwidth=3.35e12, memory_gb=80, call_seconds=3e-5),
+    "h200": DeviceProfile("h200", flops=989e12, bandwidth=4.8e12, memory_gb=141, call_seconds=3e-5),
+    "a100": DeviceProfile("a100", flops=312e12, bandwidth=2.0e12, memory_gb=80, call_seconds=3e-5),
+    "l40s": DeviceProfile("l40s", flops=362e12, bandwidth=0.864e12, memory_gb=48, call_seconds=3e-5),
+    "cpu": DeviceProfile("cpu", flops=200e9, bandwidth=20e9, memory_gb=24, flops_efficiency=0.5, bandwidth_efficiency=0.5,
+                         call_seconds=CPU_CALL_SECONDS),
 }
 
 
@@ -419,7 +424,7 @@ class PassEstimate:
         # shared contexts pack a document's requests into fewer rows: as if fewer requests of that length
         batches = -(-round(self.tokens.requests * self.tokens.computed) // self.batch_size)
         flops = calls * call_flops(self.shape, self.batch_size, length, length) + plans * lm_head_flops(self.shape, self.batch_size * length)
-        return batches * flops, batches * self.device.seconds(flops, weight_bytes(self.shape, calls, self.element_bytes))
+        return batches * flops, batches * self.device.seconds(flops, weight_bytes(self.shape, calls, self.element_bytes), calls)
 
     def _generation(self, schedule: Schedule, new_calls: int) -> tuple[float, float, int]:
         shape, prompt, new = self.shape, max(1, round(self.tokens.context)), self.tokens.generated
@@ -433,7 +438,8 @@ class PassEstimate:
         step = decode_step_flops(schedule, shape, rows, prompt + new // 2)
         step_bytes = weight_bytes(shape, calls, self.element_bytes) + rows * cache_bytes(
             schedule, shape, prompt + new // 2, self.element_bytes, self.kv_cache)
-        seconds = self.device.seconds(prefill, weight_bytes(shape, new_calls, self.element_bytes)) + new * self.device.seconds(step, step_bytes)
+        seconds = (self.device.seconds(prefill, weight_bytes(shape, new_calls, self.element_bytes), new_calls)
+                   + new * self.device.seconds(step, step_bytes, calls))
         return batches * (prefill + new * step), batches * seconds, self.weights + rows * per_sequence
 
     def seconds_with(self, schedule: Schedule) -> float:
