@@ -93,6 +93,7 @@ def test_adding_a_setting_plans_only_the_new_scores(finished_run, what, update, 
     if what == "a benchmark":
         assert jobs.pop("check_benchmarks") == 1  # checked once, before its evaluation jobs
     assert not {"demo_data", "demo_model", "similarity"} & set(jobs)
+    assert jobs.pop("cost_table") == 1  # the cost table follows the summary
     assert all(rule.startswith("figure_") or rule == "all" for rule in jobs), jobs
 
 
