@@ -123,6 +123,17 @@ def test_prefill_runs_each_distinct_schedule_prefix_once(model_and_tokenizer):
     assert len(calls) == trie.distinct_layer_calls(schedules) < trie.layer_calls(schedules)
 
 
+def generate_exactly(model, plan, inputs, new_tokens, kv_cache):
+    """Greedy generation of exactly `new_tokens` under `plan` with a PlanCache; returns the cache."""
+    schedule = plan.schedule(surgery.num_layers(model))
+    with surgery.apply(model, plan):
+        cache = generation.PlanCache(model.config, schedule, kv_cache)
+        model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
+                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
+                       **{generation.cache_argument(model): cache})
+    return cache
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt_neox", "qwen2", "gemma2"])
 @pytest.mark.parametrize("kv_cache", ["exact", "reference"])
 def test_cache_bytes_predicted_equal_the_real_tensors(world, arch, kv_cache):
@@ -136,11 +147,7 @@ def test_cache_bytes_predicted_equal_the_real_tensors(world, arch, kv_cache):
         schedule = plan.schedule(DEPTH)
         if kv_cache == "reference" and generation.generation_refusal(model, plan, kv_cache):
             continue
-        with surgery.apply(model, plan):
-            cache = generation.PlanCache(model.config, schedule, kv_cache)
-            model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
-                           **{generation.cache_argument(model): cache})
+        cache = generate_exactly(model, plan, inputs, new_tokens, kv_cache)
         # the last generated token is never fed back: the cache holds prompt + new_tokens - 1
         predicted = 3 * cost.cache_bytes(schedule, shape, prompt + new_tokens - 1, 4, kv_cache)
         assert cache.nbytes() == predicted, key

@@ -281,11 +281,7 @@ def test_cache_bytes_predicted_equal_the_cuda_tensors(arch, kv_cache, dtype):
         schedule = plan.schedule(DEPTH)
         if kv_cache == "reference" and generation.generation_refusal(model, plan, kv_cache):
             continue
-        with surgery.apply(model, plan):
-            cache = generation.PlanCache(model.config, schedule, kv_cache)
-            model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0,
-                           **{generation.cache_argument(model): cache})
+        cache = test_generation.generate_exactly(model, plan, inputs, new_tokens, kv_cache)
         tensors = [t for layer in cache.layers if layer.is_initialized for t in (layer.keys, layer.values)]
         assert tensors and {(t.device.type, t.dtype) for t in tensors} == {("cuda", dtype)}
         # the last generated token is never fed back: the cache holds prompt + new_tokens - 1
