@@ -240,7 +240,7 @@ def weight_bytes(shape: ModelShape, calls: int, element_bytes: int) -> int:
 
 def most_kept_states(visits) -> int:
     """The most hidden states the walk `visits` (painters.trie.walk) holds at once: after a visit
-    begins, the states at depths up to its start and those it keeps (painters.engine.PrefixStore)."""
+    begins, the states at depths up to its start and those it keeps (painters.shared_pass.PrefixStore)."""
     most, held = 0, set()
     for visit in visits:
         held = {depth for depth in held if depth <= visit.start} | set(visit.keep)

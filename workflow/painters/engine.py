@@ -47,55 +47,8 @@ from lm_eval.models.utils_hf import clear_torch_cache, pad_and_concat
 from torch import nn
 
 from painters import cost, generation, packing, surgery, trie
+from painters.shared_pass import PrefixStore, SharedPass, resumable
 from painters.plan import Plan
-
-
-class PrefixStore:
-    """Hidden states of the current batch after `depth` steps, for the visits still to come."""
-
-    resuming = True  # a loglikelihood forward always resumes (generation's store only in a prefill)
-
-    def __init__(self):
-        self.states: dict[int, object] = {}
-        self.start = 0  # the current visit takes the state after this many steps
-        self.keep: tuple[int, ...] = ()  # and stores the states after these depths
-        self.peak_bytes = 0  # the most the kept states held at once (memory is measured, not assumed)
-
-    def begin(self, start: int, keep: tuple[int, ...]) -> None:
-        # a state deeper than where this visit starts is recomputed by it: drop the old one
-        for depth in [d for d in self.states if d > start]:
-            del self.states[depth]
-        self.start, self.keep = start, keep
-
-    def put(self, depth: int, output) -> None:
-        self.states[depth] = output
-        held = sum(surgery.output_state(state).nelement() * surgery.output_state(state).element_size() for state in self.states.values())
-        self.peak_bytes = max(self.peak_bytes, held)
-
-    def replay(self, slot: int) -> None:
-        """A skipped call's cache entry (none: loglikelihood runs without a cache)."""
-
-
-class Resume(surgery.LayerView):
-    """One call of step `depth` of a plan: skipped (giving the stored state) inside the prefix
-    that the visit shares with earlier ones, computed after it; the step's last call stores
-    the state where a later visit starts."""
-
-    def __init__(self, call: nn.Module, depth: int, ends_step: bool, slot: int, store):
-        super().__init__()
-        self.wrapped, self.depth, self.ends_step, self.slot, self.store = call, depth, ends_step, slot, store
-
-    def forward(self, hidden_states, *args, **kwargs):
-        store = self.store
-        if not store.resuming:  # a decoding step of generation: every call runs
-            return self.wrapped(hidden_states, *args, **kwargs)
-        if self.depth < store.start:
-            store.replay(self.slot)
-            return store.states[store.start]
-        output = self.wrapped(hidden_states, *args, **kwargs)
-        if self.ends_step and self.depth + 1 in store.keep:
-            store.put(self.depth + 1, output)
-        return output
 
 
 def _request_key(request) -> tuple:
@@ -343,8 +296,7 @@ class SweepLM(HFLM):
         self.plan: Plan | None = None  # whose answers lm-eval is given
         self.detected_batch_size: int | None = None  # batch_size auto: what lm-eval detected last
         self._plans: list[Plan] = []
-        self._visits: list[trie.Visit] = []  # the pass's walk, and each plan's steps wrapped by Resume
-        self._steps: list[nn.ModuleList] = []
+        self._pass: SharedPass | None = None  # the pass's walk, with each plan's steps wrapped by Resume
         self._answers: dict[str, dict[tuple, tuple[float, bool]]] = {}
         self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self._probing = False
@@ -356,13 +308,13 @@ class SweepLM(HFLM):
         self._answers = {plan.key: {} for plan in plans}
         self._generations = {plan.key: {} for plan in plans}
         self.generation_batch_sizes = {}
-        self._visits, self._steps = self._prepare_walk()  # once per pass, not per batch of requests
+        self._pass = SharedPass(self.model, self._plans, self.store)  # once per pass, not per batch of requests
         try:
             yield
         finally:
             self._plans, self._answers, self._encoded, self.plan = [], {}, {}, None
             self._generations, self._generating, self.generation_batch_sizes = {}, None, {}
-            self._visits, self._steps = [], []
+            self._pass = None
             self.store.states.clear()
             self.prefill_store.clear()
 
@@ -482,26 +434,11 @@ class SweepLM(HFLM):
         lengths = [len(row) for row in rows]
         return pad_and_concat(max(lengths), rows, padding_side="right"), lengths
 
-    def _prepare_walk(self) -> tuple[list[trie.Visit], list[nn.ModuleList]]:
-        """The pass's visit order, and each plan's steps wrapped to resume from the stored states."""
-        layers = surgery.layer_list(self.model)
-        schedules = [plan.schedule(len(layers)) for plan in self._plans]
-        steps = [_resumable(surgery.build_steps(layers, schedule), schedule, self.store) for schedule in schedules]
-        return trie.walk(schedules), steps
-
     def _walk(self, inputs: torch.Tensor, forward: Callable[[], torch.Tensor] | None = None
               ) -> Iterator[tuple[int, torch.Tensor]]:
         """(plan index, logits) for every plan of the pass on one batch, computing each schedule prefix once.
         `forward`: the model call on the batch (default HFLM's on `inputs`; packed rows pass their mask)."""
-        forward = forward or (lambda: HFLM._model_call(self, inputs))
-        try:
-            for visit in self._visits:
-                self.store.begin(visit.start, visit.keep)
-                with surgery.apply(self.model, self._plans[visit.plan], steps=self._steps[visit.plan]):
-                    logits = forward()
-                yield visit.plan, logits
-        finally:
-            self.store.states.clear()
+        return self._pass.walk(forward or (lambda: HFLM._model_call(self, inputs)))
 
     # ---- shared contexts: packed rows (painters.packing)
 
@@ -667,7 +604,7 @@ class SweepLM(HFLM):
 
     def _resumable_steps(self, plans: Sequence[Plan]) -> list[nn.ModuleList]:
         layers = surgery.layer_list(self.model)
-        return [_resumable(surgery.build_steps(layers, plan.schedule(len(layers))), plan.schedule(len(layers)),
+        return [resumable(surgery.build_steps(layers, plan.schedule(len(layers))), plan.schedule(len(layers)),
                            self.prefill_store) for plan in plans]
 
     def _model_generate(self, context, max_length: int, stop: list[str], **generation_kwargs):
@@ -721,13 +658,6 @@ class _GenerationRun:
 def _generation_key(request) -> tuple:
     context, gen_kwargs = request.args
     return context, json.dumps(gen_kwargs, sort_keys=True, default=str)
-
-
-def _resumable(calls: nn.ModuleList, schedule, store) -> nn.ModuleList:
-    """Each of a plan's calls wrapped by Resume, knowing its step, whether it ends the step, and its slot."""
-    depths, ends = surgery.call_steps(schedule), surgery.ends_of_steps(schedule)
-    return nn.ModuleList(Resume(call, depth, end, slot, store)
-                         for slot, (call, depth, end) in enumerate(zip(calls, depths, ends)))
 
 
 def _score(log_probs: torch.Tensor, input_length: int, continuation_length: int, continuations) -> list[tuple[float, bool]]:

@@ -135,7 +135,7 @@ def _sliding_in_parallel(model, schedule) -> bool:
 
 class PrefillStore:
     """What a shared prefill keeps for later plans: hidden states after `depth` steps (as the
-    loglikelihood pass's painters.engine.PrefixStore) and each kept call's prompt K/V by slot.
+    loglikelihood pass's painters.shared_pass.PrefixStore) and each kept call's prompt K/V by slot.
 
     Active only during a plan's prefill (`prefilling`); decoding runs every call.
     """
