@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "evaluate": "painters.evaluate",
     "finetune": "painters.glue.finetune",
+    "evaluate-images": "painters.vision_sweep",
     "demo-glue": "painters.demo.glue_tasks",
     "train-vision": "painters.layershuffle.training",
     "evaluate-vision": "painters.layershuffle.evaluation",

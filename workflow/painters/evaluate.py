@@ -123,12 +123,12 @@ IMAGE_PROCESSOR_FILES = ("preprocessor_config.json",)  # a vision model's, inste
 
 def model_folder_lacks(path: Path, preprocessor_files: tuple[str, ...] = TOKENIZER_FILES) -> str | None:
     """What a local model folder lacks to be loaded (config, weights, tokenizer or, for a vision model
-    (IMAGE_PROCESSOR_FILES), image processor), or None."""
+    (IMAGE_PROCESSOR_FILES), image processor; none with no `preprocessor_files`), or None."""
     if not (path / "config.json").is_file():
         return "config.json"
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
         return f"weights ({', '.join(WEIGHT_FILES)})"
-    if not any((path / name).is_file() for name in preprocessor_files):
+    if preprocessor_files and not any((path / name).is_file() for name in preprocessor_files):
         kind = "tokenizer" if preprocessor_files == TOKENIZER_FILES else "image processor"
         return f"{kind} files ({', '.join(preprocessor_files)})"
     return None
@@ -172,7 +172,8 @@ def check_kind(model: str, wanted: str, what: str, trust_remote_code: bool = Fal
     config = transformers.AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).to_dict()
     kind = sweep.model_kind(config)
     if kind != wanted:
-        other = "painters finetune (GLUE)" if kind == "encoder" else "painters evaluate (lm-eval benchmarks)"
+        other = {"encoder": "painters finetune (GLUE)", "vision": "painters evaluate-images (image benchmarks)",
+                 "decoder": "painters evaluate (lm-eval benchmarks)"}[kind]
         raise ValueError(f"--model {model} is {_a(kind)} ({config.get('model_type')}); {what} need {_a(wanted)} model. "
                          f"Score it with {other}")
     return config

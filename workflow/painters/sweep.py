@@ -20,7 +20,9 @@ of its grids uses: normalization needs it.
 
 Encoder models (`model_kind`) get GLUE tasks instead of lm-eval benchmarks: the config's
 `glue.tasks` (or the GLUE tasks a grid's `benchmarks` names), each fine-tuned once per seed
-of `glue.seeds`, so an encoder's jobs are (model, plan, task, seed).
+of `glue.seeds`, so an encoder's jobs are (model, plan, task, seed). Vision models (image
+classifiers) get the image benchmarks of `vision.benchmarks` (or those a grid names), scored as
+they are: (model, plan, data set).
 """
 
 from __future__ import annotations
@@ -119,17 +121,32 @@ def model_element_bytes(config: Mapping, model_name: str) -> int:
 
 # architectures whose names say the model generates text, although its family also has encoders
 _GENERATING = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+_CLASSIFYING_IMAGES = ("ForImageClassification", "ForImageClassificationWithTeacher")
+KINDS = ("decoder", "encoder", "vision")
 
 
 def model_kind(config: Mapping) -> str:
-    """`encoder` for an encoder-only model (BERT, RoBERTa, DeBERTa, ModernBERT, MiniLM, ...), which the
-    study fine-tunes on GLUE; `decoder` for any other, which it scores with lm-eval. Read from a
-    config.json: its family has a masked-LM head in transformers, it is not a decoder
-    (`is_decoder`, `is_encoder_decoder`) and no architecture it lists generates text (BertLMHeadModel, RobertaForCausalLM)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    """`vision` for an image classifier (ViT, DeiT, BEiT, ...: an architecture it lists classifies
+    images, or it lists none and its family is an image classifier), which the study scores as it
+    is on image benchmarks; `encoder` for an encoder-only model (BERT, RoBERTa, DeBERTa, ModernBERT,
+    MiniLM, ...), which it fine-tunes on GLUE; `decoder` for any other, which it scores with lm-eval.
+    Read from a config.json: an encoder's family has a masked-LM head in transformers, it is not a
+    decoder (`is_decoder`, `is_encoder_decoder`) and no architecture it lists generates text
+    (BertLMHeadModel, RobertaForCausalLM)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
-    generating = any(arch.endswith(_GENERATING) for arch in config.get("architectures") or [])
-    masked = config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    architectures = config.get("architectures") or []
+    model_type = config.get("model_type")
+    if any(arch.endswith(_CLASSIFYING_IMAGES) for arch in architectures) or (
+            not architectures and model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+            and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+        return "vision"
+    generating = any(arch.endswith(_GENERATING) for arch in architectures)
+    masked = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
     seq2seq = config.get("is_encoder_decoder") or config.get("is_decoder")
     return "encoder" if masked and not generating and not seq2seq else "decoder"
 
@@ -143,6 +160,8 @@ def configured_model_kind(config: Mapping, model_name: str) -> str:
         return model["kind"]
     if model["path"] in demo_model_paths(config):
         return "decoder"
+    if model["path"] in pretrained_vision_paths(config):
+        return "vision"
     try:
         config_file = model_config_file(model_name, model)
     except ValueError:
@@ -217,8 +236,9 @@ def with_results_paths(config: dict) -> dict:
     config["include_paths"] = [expand(path) for path in config.get("include_paths", [])]
     if "data_dir" in config:
         config["data_dir"] = expand(config["data_dir"])
-    if isinstance(config.get("glue"), dict) and "data_dir" in config["glue"]:
-        config["glue"]["data_dir"] = expand(config["glue"]["data_dir"])
+    for block in ("glue", "vision"):
+        if isinstance(config.get(block), dict) and "data_dir" in config[block]:
+            config[block]["data_dir"] = expand(config[block]["data_dir"])
     if isinstance(config.get("similarity"), dict):
         config["similarity"]["texts"] = expand(config["similarity"].get("texts"))
     return config
@@ -234,6 +254,22 @@ def demo_model_paths(config: Mapping) -> dict[str, str]:
     """{path: training variant} of the demo's decoders: the sequential one and one per further `demo.variants`."""
     variants = dict.fromkeys(["sequential", *config.get("demo", {}).get("variants", [])])
     return {demo_model_path(config, variant): variant for variant in variants}
+
+
+def pretrained_vision_folder(results: str, base: str) -> str:
+    """Where the workflow pretrains the LayerShuffle base model `base` (painters train-vision's folder)."""
+    return f"{results}/layershuffle/pretrained/{base}"
+
+
+def pretrained_vision_paths(config: Mapping) -> dict[str, str]:
+    """{model path: base model} of the LayerShuffle base models the workflow pretrains
+    (`pretrain_steps`): their classifiers (FOLDER/model) can be swept as vision models before they exist."""
+    layershuffle = config.get("layershuffle") or {}
+    if not layershuffle.get("enabled"):
+        return {}
+    results = str(config.get("results", "results"))
+    return {f"{pretrained_vision_folder(results, base)}/model": base
+            for base, spec in (layershuffle.get("base_models") or {}).items() if spec.get("pretrain_steps")}
 
 
 def with_demo_variants(config: dict) -> dict:
@@ -269,6 +305,14 @@ def model_depth(config: Mapping, model_name: str) -> int:
     model = config["models"][model_name]
     if model["path"] in demo_model_paths(config) and model.get("num_layers") is None:
         return int(config["demo"]["layers"])
+    base = pretrained_vision_paths(config).get(model["path"])
+    if base is not None and model.get("num_layers") is None:
+        from painters.layershuffle.vision import TINY_LAYERS
+
+        spec = config["layershuffle"]["base_models"][base]
+        if spec.get("layers") is not None or spec["model"] == "tiny":
+            return spec.get("layers") or TINY_LAYERS
+        return read_num_layers(model_name, {"path": spec["model"]})
     return read_num_layers(model_name, model)
 
 
@@ -327,9 +371,12 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
     """
     from painters.glue.tasks import task_table
 
+    from painters.layershuffle.vision import DATASETS as IMAGE_BENCHMARKS
+
     models, benchmarks = config["models"], list(config.get("benchmarks", []))
     glue = glue_settings(config)
     glue_tasks = task_table(glue["custom_tasks"])
+    images = list((config.get("vision") or {}).get("benchmarks", ["imagenet-1k"]))
     kinds = kinds or {}
     jobs: set[Job] = set()
     for index, grid in enumerate(config.get("sweeps", [])):
@@ -338,25 +385,28 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
         unknown = [m for m in grid_models if m not in models]
         if unknown:
             raise ValueError(f"{grid_name}.models: {unknown} not in models (valid: {', '.join(models)})")
-        unknown = [b for b in grid.get("benchmarks", []) if b not in benchmarks and b not in glue_tasks]
+        unknown = [b for b in grid.get("benchmarks", []) if b not in benchmarks and b not in glue_tasks and b not in images]
         if unknown:
-            raise ValueError(f"{grid_name}.benchmarks: {unknown} are neither in benchmarks (valid: {', '.join(benchmarks) or 'none'}) "
-                             f"nor GLUE tasks (valid: {', '.join(glue_tasks)})")
+            raise ValueError(f"{grid_name}.benchmarks: {unknown} are neither in benchmarks (valid: {', '.join(benchmarks) or 'none'}), "
+                             f"GLUE tasks (valid: {', '.join(glue_tasks)}) nor vision.benchmarks (valid: {', '.join(images) or 'none'}; "
+                             f"image benchmarks: {', '.join(IMAGE_BENCHMARKS)})")
         for model in grid_models:
             if not models[model].get("enabled", True):
                 continue
-            encoder = kinds.get(model, "decoder") == "encoder"
-            if encoder:
-                own = [b for b in grid["benchmarks"] if b in glue_tasks] if "benchmarks" in grid else glue["tasks"]
+            kind = kinds.get(model, "decoder")
+            own_kind = {"encoder": glue["tasks"], "vision": images, "decoder": benchmarks}[kind]
+            if kind == "encoder":
+                own = [b for b in grid["benchmarks"] if b in glue_tasks] if "benchmarks" in grid else own_kind
                 seeds = glue["seeds"]
             else:
-                own = [b for b in grid["benchmarks"] if b in benchmarks] if "benchmarks" in grid else benchmarks
+                own = [b for b in grid["benchmarks"] if b in own_kind] if "benchmarks" in grid else own_kind
                 seeds = [None]
             if not own:
                 if "models" in grid:  # the grid names this model: its benchmarks cannot be for another kind
-                    needs = "GLUE tasks" if encoder else "lm-eval benchmarks (the config's benchmarks)"
-                    raise ValueError(f"{grid_name}: model {model} is {'an encoder' if encoder else 'a decoder'} and needs "
-                                     f"{needs}; the grid gives {', '.join(grid.get('benchmarks', benchmarks)) or 'none'}")
+                    needs = {"encoder": "GLUE tasks", "vision": "image benchmarks (vision.benchmarks)",
+                             "decoder": "lm-eval benchmarks (the config's benchmarks)"}[kind]
+                    raise ValueError(f"{grid_name}: model {model} is {'an' if kind == 'encoder' else 'a'} {kind} model and needs "
+                                     f"{needs}; the grid gives {', '.join(grid.get('benchmarks', own_kind)) or 'none'}")
                 continue
             for plan in plans_of_grid(grid, grid_name, model, depths[model]):
                 for benchmark in own:

@@ -40,7 +40,7 @@ from pathlib import Path
 from painters import benchmarks, cost, results, sweep
 from painters import figures as painters_figures
 from painters import plan as painters_plan
-from painters.evaluate import model_folder_lacks
+from painters.evaluate import TOKENIZER_FILES, model_folder_lacks
 from painters.layershuffle import study as layershuffle_study
 from painters.layershuffle.study import CombinedModel, TrainedModel
 
@@ -112,10 +112,21 @@ class VisionTraining:
     scores: tuple[str, ...]  # every score of its evaluation grid
     pending: tuple[str, ...]  # the missing and stale ones: its evaluation job's outputs
     rerun_notes: tuple[str, ...]
+    start: str | None = None  # the folder of the pretrained base model it is fine-tuned from (None: from the base model)
 
     @property
     def name(self) -> str:
         return self.model.name
+
+
+@dataclass(frozen=True)
+class VisionPretraining:
+    """A LayerShuffle base model pretrained once (`pretrain_steps`), that its trained models fine-tune from: one job."""
+
+    base: str
+    settings: object  # painters.layershuffle.training.TrainSettings
+    folder: str  # RESULTS/layershuffle/pretrained/BASE (its classifier: FOLDER/model)
+    depth: int
 
 
 @dataclass(frozen=True)
@@ -137,7 +148,7 @@ class WorkflowPlan:
     results: str
     models: dict  # {name: its config block} of the enabled models
     depths: dict  # {model: number of layers}
-    kinds: dict  # {model: "decoder" or "encoder"}
+    kinds: dict  # {model: "decoder", "encoder" or "vision"}
     demo_inputs: dict  # {model: {"demo_data": ..., "demo_model": ...}} for the demo's decoders, {} for others
     jobs: tuple[sweep.Job, ...]  # every (model, plan, benchmark[, seed]) the sweeps ask for
     score_files: tuple[str, ...]  # every score file of the workflow: the jobs', then the trained, merged and ensembled models'
@@ -146,12 +157,14 @@ class WorkflowPlan:
     pending: tuple[sweep.Job, ...]  # the jobs whose score is missing or stale
     batches: tuple[ScoreBatch, ...]  # evaluation jobs
     glue_batches: tuple[ScoreBatch, ...]  # fine-tuning jobs
+    vision_batches: tuple[ScoreBatch, ...]  # image classifiers' evaluation jobs (painters evaluate-images)
     benchmark_check: str  # the benchmark check's file, remembered per (benchmarks, include paths, data folder)
     glue_training: object  # painters.glue.finetune.TrainingSettings of the encoders (None without encoders)
     resources: dict  # {model: Resources}
     vision_resources: Resources | None  # every LayerShuffle job's (None: layershuffle disabled)
     vision_depths: dict  # {base model: depth} of the LayerShuffle base models that are trained
     trainings: dict  # {trained model name: VisionTraining}
+    pretrainings: dict  # {base model: VisionPretraining} of the base models pretrained by the workflow
     merges: tuple[VisionMerge, ...]
     umap_models: tuple[TrainedModel, ...]  # whose layer outputs get a UMAP
     figures: dict  # {model, base model or "all": [figure, ...]}
@@ -181,6 +194,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         raise ValueError(f"benchmarks: none given, but {', '.join(n for n in models if kinds[n] == 'decoder')} "
                          "are decoders, scored on lm-eval benchmarks: give some (or disable those models)")
     jobs = sweep.expand_jobs(config, depths, kinds)
+    check_vision_config(config, models, kinds)
     if config["glue"]["fp16"]:
         for name in models:
             if kinds[name] == "encoder" and (models[name].get("device") or "").startswith("cpu"):
@@ -194,8 +208,9 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         stale.update(results.stale_scores([f for j, f in zip(jobs, job_files) if j.model == name],
                                           wanted_settings(config, models[name], kinds[name], glue_training)))
     pending = [j for j, f in zip(jobs, job_files) if f in stale or not os.path.exists(f)]
-    evaluations = evaluation_batches(pending, config, models, depths)
+    evaluations = evaluation_batches([j for j in pending if kinds[j.model] == "decoder"], config, models, depths)
     trainings_of_glue = glue_batches(pending, config, models, depths)
+    image_evaluations = vision_batches([j for j in pending if kinds[j.model] == "vision"], depths)
 
     # ---- LayerShuffle: trained vision models (BASE.VARIANT.sSEED) and their evaluation grid
     layershuffle = config["layershuffle"]
@@ -231,6 +246,10 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         score_files += files
 
     stale_scores = {f: StaleScore(reason, scored, rerun_note(results_dir, f, scored)) for f, (reason, scored) in stale.items()}
+    # base models pretrained once, that their trained models fine-tune from (and vision models may sweep)
+    pretrainings = {base: VisionPretraining(base, vision_pretraining(layershuffle, base), sweep.pretrained_vision_folder(results_dir, base),
+                                           vision_depth(layershuffle, base))
+                    for base in sweep.pretrained_vision_paths(config).values()}
 
     def notes(files):
         return tuple(stale_scores[f].note for f in files if f in stale_scores)
@@ -239,10 +258,16 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
                           if model["path"] in demo_models else {}) for name, model in models.items()}
     benchmark_check = benchmark_check_file(config)
     demo_glue = f"{results_dir}/demo/glue"
+    pretrained = sweep.pretrained_vision_paths(config)
+    # a vision model the workflow pretrains (LayerShuffle's base model) is made by its pretraining job
+    vision_inputs = {name: ({"pretrained": str(Path(model["path"]).parent)} if model["path"] in pretrained else {})
+                     for name, model in models.items()}
 
     def score_batch(batch):
         scores = tuple(score_file(results_dir, batch.model, plan, batch.benchmark, batch.train_seed) for plan in batch.plans)
-        if batch.train_seed is None:
+        if kinds[batch.model] == "vision":
+            inputs = vision_inputs[batch.model]
+        elif batch.train_seed is None:
             inputs = {**demo_inputs[batch.model], "benchmark_check": benchmark_check}
         else:
             inputs = {"demo_glue": demo_glue} if config["glue"]["data_dir"] == demo_glue else {}
@@ -265,6 +290,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         pending=tuple(pending),
         batches=tuple(score_batch(b) for b in evaluations),
         glue_batches=tuple(score_batch(b) for b in trainings_of_glue),
+        vision_batches=tuple(score_batch(b) for b in image_evaluations),
         benchmark_check=benchmark_check,
         glue_training=glue_training,
         resources={name: Resources.of(model["resources"], config) for name, model in models.items()},
@@ -272,8 +298,9 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         vision_depths=vision_depths,
         trainings={name: VisionTraining(model, settings, origin, vision_depths[model.base],
                                         f"{results_dir}/layershuffle/models/{name}", tuple(files), tuple(pending_files),
-                                        notes(pending_files))
+                                        notes(pending_files), pretrainings[model.base].folder if model.base in pretrainings else None)
                    for name, (model, settings, origin, files, pending_files) in trainings.items()},
+        pretrainings=pretrainings,
         merges=tuple(VisionMerge(base, variant, tuple(members),
                                  tuple(f"{results_dir}/layershuffle/models/{m.name}"
                                        for m in layershuffle_study.merge_sources(layershuffle, base, variant)),
@@ -283,7 +310,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
         figures=figures,
         figure_files=tuple(f"{results_dir}/figures/{model}/{figure}.{ext}" for model, names in figures.items()
                            for figure in names for ext in ("png", "svg")),
-        cost_estimates=tuple(cost_estimates(jobs, config, models, depths)),
+        cost_estimates=tuple(cost_estimates([j for j in jobs if kinds[j.model] == "decoder"], config, models, depths)),
     )
 
 
@@ -390,6 +417,17 @@ def glue_batches(pending: Sequence[sweep.Job], config: Mapping, models: Mapping,
                               {name: config["glue"]["plans_per_job"] for name in models})
 
 
+def vision_batches(pending: Sequence[sweep.Job], depths: Mapping) -> list[sweep.Batch]:
+    """Pending image scores grouped into evaluation jobs: one per model and benchmark, all its plans in
+    one shared pass over the test images (a ViT-B/16 on ImageNet's 50,000 images: ~17.5 GFLOP per
+    image and plan before sharing, minutes on one GPU; reading the images is most of a job)."""
+    plans_of: dict[tuple[str, str], set[str]] = {}
+    for job in pending:
+        plans_of.setdefault((job.model, job.benchmark), set()).add(job.plan)
+    return [sweep.Batch(model, benchmark, tuple(sorted(keys, key=lambda k: (painters_plan.parse(k).schedule(depths[model]), k))))
+            for (model, benchmark), keys in sorted(plans_of.items())]
+
+
 def batch_resources(batch: sweep.Batch, config: Mapping, models: Mapping) -> Resources:
     """What one evaluation or fine-tuning job asks for: its model's `resources`; an evaluation job
     sized by time gets its estimate times `cost.margin` plus `cost.startup_minutes` as its runtime,
@@ -406,6 +444,7 @@ def batch_resources(batch: sweep.Batch, config: Mapping, models: Mapping) -> Res
 
 def check_config(config: Mapping, models: Mapping) -> None:
     demo_models = sweep.demo_model_paths(config)
+    pretrained = sweep.pretrained_vision_paths(config)
     demo_data = f"{config['results']}/demo/data"
     if not models and not config["layershuffle"]["enabled"]:
         raise ValueError(f"models: none is enabled (configured: {', '.join(config['models']) or 'none'}), "
@@ -415,17 +454,44 @@ def check_config(config: Mapping, models: Mapping) -> None:
     for name, model in models.items():
         if model["path"] in demo_models and not config["demo"]["enabled"]:
             raise ValueError(f"models.{name}.path is the demo model {model['path']}, but demo.enabled is false")
+        built = model["path"] in demo_models or model["path"] in pretrained
         looks_local = model["path"].startswith((".", "~")) or os.path.isabs(model["path"])
-        if model["path"] not in demo_models and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
+        if not built and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
             raise ValueError(f"models.{name}.path {model['path']!r}: no such folder (give a model folder or a Hugging Face id)")
-        if model["path"] not in demo_models and os.path.isdir(os.path.expanduser(model["path"])):
-            lacking = model_folder_lacks(Path(model["path"]).expanduser())
+        if not built and os.path.isdir(os.path.expanduser(model["path"])):
+            # a vision model's image processor is checked by its job (the digits need none)
+            vision = model.get("kind") == "vision" or sweep.model_kind(
+                json.loads((Path(model["path"]).expanduser() / "config.json").read_text())
+                if (Path(model["path"]).expanduser() / "config.json").is_file() else {}) == "vision"
+            lacking = model_folder_lacks(Path(model["path"]).expanduser(), () if vision else TOKENIZER_FILES)
             if lacking:
                 raise ValueError(f"models.{name}.path {model['path']!r}: the folder has no {lacking}")
     texts = config["similarity"]["texts"]
     if texts and not texts.startswith(demo_data) and not os.path.isfile(texts):
         raise ValueError(f"similarity.texts {texts!r}: no such file (one text per line), or null to skip Fig 3")
     check_glue_config(config)
+
+
+def check_vision_config(config: Mapping, models: Mapping, kinds: Mapping) -> None:
+    """The vision models' benchmarks can be read, and their names leave the LayerShuffle base models' figures alone."""
+    vision_models = [name for name in models if kinds[name] == "vision"]
+    if not vision_models:
+        return
+    settings, layershuffle = config["vision"], config["layershuffle"]
+    data_dir = settings["data_dir"]
+    if "imagefolder" in settings["benchmarks"] and (data_dir is None or not os.path.isdir(data_dir)):
+        raise ValueError(f"vision.data_dir {data_dir!r}: no such folder (benchmark imagefolder reads DATA_DIR/val/CLASS/*.jpg|png, "
+                         "or validation, test)")
+    pretrained = sweep.pretrained_vision_paths(config)
+    for name in vision_models:
+        if layershuffle["enabled"] and name in layershuffle["base_models"]:
+            raise ValueError(f"models.{name}: a LayerShuffle base model has that name (its figures go under it); "
+                             "give the vision model another name")
+        base = pretrained.get(models[name]["path"])
+        if base is not None and "digits" in settings["benchmarks"] and settings["data_seed"] != layershuffle["data_seed"]:
+            raise ValueError(f"vision.data_seed {settings['data_seed']}: models.{name} is pretrained on the digits split of "
+                             f"layershuffle.data_seed {layershuffle['data_seed']}; give it the same seed, or its test images "
+                             "would include its training images")
 
 
 def check_glue_config(config: Mapping) -> None:
@@ -511,6 +577,8 @@ def wanted_settings(config: Mapping, model: Mapping, kind: str, glue_training=No
     """The settings a finished score of a model must have been made with (results.stale_reason)."""
     if kind == "encoder":
         return trained_wanted_settings(model["dtype"], (glue_training or glue_training_settings(config)).recorded())
+    if kind == "vision":
+        return vision_wanted_settings(config, model)
     evaluation = config["evaluation"]
     return {
         "fewshot_seed": evaluation["fewshot_seed"],
@@ -520,6 +588,24 @@ def wanted_settings(config: Mapping, model: Mapping, kind: str, glue_training=No
         "max_gen_toks": evaluation.get("max_gen_toks"),
         "kv_cache": evaluation["kv_cache"],
     }
+
+
+def vision_wanted_settings(config: Mapping, model: Mapping) -> dict:
+    """What a vision model's score must have been made with: the dtype, vision.limit and, for a model
+    `painters train-vision` trained (the workflow's pretrained base model, or a folder with its
+    training.json), how and from what it was trained."""
+    from painters.vision_sweep import trained_facts
+
+    wanted = {**trained_wanted_settings(model["dtype"], None), "limit": config["vision"]["limit"]}
+    base = sweep.pretrained_vision_paths(config).get(model["path"])
+    if base is not None:
+        layershuffle = config["layershuffle"]
+        return wanted | {"training": vision_pretraining(layershuffle, base).recorded(),
+                         "trained_from": vision_trained_from(layershuffle, base, pretrained=False)}
+    facts = trained_facts(model["path"]) if os.path.isdir(os.path.expanduser(model["path"])) else None
+    if facts is not None:
+        wanted |= {"training": facts["settings"], "trained_from": facts.get("trained_from")}
+    return wanted
 
 
 def vision_depth(layershuffle: Mapping, base: str) -> int:
@@ -538,21 +624,33 @@ def vision_depth(layershuffle: Mapping, base: str) -> int:
                          f"(layershuffle.base_models.{base}.layers)") from None
 
 
-def vision_trained_from(layershuffle: Mapping, base: str) -> dict:
-    """What `base`'s trained models are trained from (painters.layershuffle.study.trained_from), as train-vision records it."""
+def vision_trained_from(layershuffle: Mapping, base: str, pretrained: bool = True) -> dict:
+    """What `base`'s trained models are trained from (painters.layershuffle.study.trained_from), as
+    train-vision records it: with the settings of its pretraining where it has one (`pretrained`
+    False: what the pretraining itself is trained from)."""
     spec, data_dir = layershuffle["base_models"][base], layershuffle["data_dir"]
     tiny = spec["model"] == "tiny"
+    pretraining = vision_pretraining(layershuffle, base) if pretrained and spec["pretrain_steps"] else None
     return layershuffle_study.trained_from(spec["model"], layershuffle["data"], layershuffle["data_seed"],
                                            str(Path(data_dir).resolve()) if data_dir is not None else None,
-                                           vision_depth(layershuffle, base) if tiny else None, spec["hidden"] if tiny else None)
+                                           vision_depth(layershuffle, base) if tiny else None, spec["hidden"] if tiny else None,
+                                           pretraining.recorded() if pretraining is not None else None)
 
 
-def vision_training(layershuffle: Mapping, trained: TrainedModel):
+def vision_pretraining(layershuffle: Mapping, base: str):
+    """How `base` is pretrained once (`pretrain_steps`): sequentially, from `pretrain_seed`, with the
+    study's other training settings (painters.layershuffle.training.TrainSettings)."""
+    spec = layershuffle["base_models"][base]
+    return vision_training(layershuffle, TrainedModel(base, "sequential", spec["pretrain_seed"]),
+                           steps=spec["pretrain_steps"])
+
+
+def vision_training(layershuffle: Mapping, trained: TrainedModel, **overrides):
     """The settings a trained model is trained with (painters.layershuffle.training.TrainSettings)."""
     from painters.layershuffle.training import TrainSettings
 
     keys = [key for key in TrainSettings.__dataclass_fields__ if key in layershuffle]
-    return TrainSettings(variant=trained.variant, seed=trained.seed, **{key: layershuffle[key] for key in keys})
+    return TrainSettings(**({"variant": trained.variant, "seed": trained.seed} | {key: layershuffle[key] for key in keys} | overrides))
 
 
 def combined_training(layershuffle: Mapping, combined: CombinedModel, assignments: dict) -> dict:
@@ -575,14 +673,14 @@ def combined_training(layershuffle: Mapping, combined: CombinedModel, assignment
     return merging.merged_training(sources, assignments[key][combined.merge])
 
 
-def figures_of(config: Mapping, jobs: Sequence[sweep.Job], model: str) -> list[str]:
-    """The figures a model's configured plans can fill."""
+def figures_of(config: Mapping, jobs: Sequence[sweep.Job], model: str, kind: str = "decoder") -> list[str]:
+    """The figures a model's configured plans can fill (Fig 3 compares hidden states of texts: not a vision model's)."""
     variant_figures = painters_figures.VARIANT_FIGURES
     variants = {job.plan.split("-")[0] for job in jobs if job.model == model}
     figures = []
     if {"skip_layer", "switch"} & variants:
         figures.append("fig02_skip_switch")
-    if config["similarity"]["texts"]:
+    if config["similarity"]["texts"] and kind != "vision":
         figures.append("fig03_similarity")
     figures += [figure for figure, variant in variant_figures.items() if variant in variants]
     looped_K = {painters_plan.parse(j.plan).K for j in jobs if j.model == model and j.plan.startswith("looped_parallel")}
@@ -598,13 +696,13 @@ def figures_of(config: Mapping, jobs: Sequence[sweep.Job], model: str) -> list[s
 def model_figures(config: Mapping, models: Mapping, kinds: Mapping, jobs: Sequence[sweep.Job],
                   trained: Mapping[str, TrainedModel], umap_models: Sequence[TrainedModel]) -> dict[str, list[str]]:
     """{model: its figures}, with "all" for the figures across models and each LayerShuffle base model's."""
-    figures = {model: figures_of(config, jobs, model) for model in models}
+    figures = {model: figures_of(config, jobs, model, kinds[model]) for model in models}
     # skip against the fraction of layers skipped, across models (model sizes of a family)
     skip_models = [m for m in models if "fig04_skip" in figures[m] and kinds[m] == "decoder"]
     if len(skip_models) >= 2:
         figures["all"] = ["skip_fraction"]
     # decoders and encoders side by side (the paper's Llama 2 | BERT panels)
-    if {kinds[m] for m in models if "fig11_all_variants" in figures[m]} == {"decoder", "encoder"}:
+    if {kinds[m] for m in models if "fig11_all_variants" in figures[m]} >= {"decoder", "encoder"}:
         figures.setdefault("all", []).append("decoder_encoder")
     layershuffle = config["layershuffle"]
     for base in dict.fromkeys(m.base for m in trained.values()):  # LayerShuffle: a base model's trained models together

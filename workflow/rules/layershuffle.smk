@@ -4,15 +4,15 @@
 # merged and ensembled (one job per merged variant); the layer outputs of some embedded by UMAP.
 
 
-def train_vision_args(training):
-    """How a model is trained (a workflow_plan.VisionTraining): a change re-trains it (Snakemake's params trigger)."""
-    settings = training.settings
-    base = LAYERSHUFFLE["base_models"][training.model.base]
+def train_vision_args(base_name, settings, depth):
+    """How a model of `base_name` is trained (painters.layershuffle.training.TrainSettings): a change
+    re-trains it (Snakemake's params trigger)."""
+    base = LAYERSHUFFLE["base_models"][base_name]
     args = ["--data", LAYERSHUFFLE["data"], "--data-seed", LAYERSHUFFLE["data_seed"], "--model", base["model"]]
     if LAYERSHUFFLE["data_dir"] is not None:
         args += ["--data-dir", LAYERSHUFFLE["data_dir"]]
     if base["model"] == "tiny":
-        args += ["--layers", training.depth, "--hidden", base["hidden"]]
+        args += ["--layers", depth, "--hidden", base["hidden"]]
     elif base["layers"] is not None:
         args += ["--layers", base["layers"]]  # checked against the model
     args += [
@@ -51,6 +51,30 @@ def vision_runtime_args():
     return NoRerun(args + (["--device", "cpu"] if LAYERSHUFFLE["resources"]["gpu"] == 0 else []))
 
 
+# A base model pretrained once (pretrain_steps), sequentially: its trained models fine-tune from it,
+# and a vision model of the Painters sweeps may be it (FOLDER/model). A change to its settings
+# re-trains it, and so everything trained from it (their scores record its settings).
+for base_name, pretraining in PLAN.pretrainings.items():
+
+    rule:
+        name:
+            f"pretrain_vision_{rule_suffix(base_name)}"
+        output:
+            directory(pretraining.folder),
+        log:
+            f"{RESULTS}/logs/layershuffle/pretrain/{base_name}.log",
+        conda:
+            "../../envs/painters.yaml"
+        threads: LAYERSHUFFLE["resources"]["cpus_per_task"]
+        resources:
+            **job_resources(PLAN.vision_resources),
+        params:
+            args=train_vision_args(base_name, pretraining.settings, pretraining.depth),
+            runtime=vision_runtime_args(),
+        shell:
+            "painters train-vision {params.args} {params.runtime} --out {output:q} > {log:q} 2>&1"
+
+
 # A trained model is published whole at the end (painters.demo.files.building); its checkpoint
 # sits beside it (.NAME.checkpoint.pt, not an output), so a killed job resumes from it.
 for trained_name, training in PLAN.trainings.items():
@@ -58,6 +82,8 @@ for trained_name, training in PLAN.trainings.items():
     rule:
         name:
             f"train_vision_{rule_suffix(trained_name)}"
+        input:
+            start=training.start or [],
         output:
             directory(training.folder),
         log:
@@ -68,10 +94,11 @@ for trained_name, training in PLAN.trainings.items():
         resources:
             **job_resources(PLAN.vision_resources),
         params:
-            args=train_vision_args(training),
+            args=train_vision_args(training.model.base, training.settings, training.depth),
+            start=lambda w, input: shlex.join(["--start", input.start]) if input.start else "",
             runtime=vision_runtime_args(),
         shell:
-            "painters train-vision {params.args} {params.runtime} --out {output:q} > {log:q} 2>&1"
+            "painters train-vision {params.args} {params.start} {params.runtime} --out {output:q} > {log:q} 2>&1"
 
     if training.pending:
 

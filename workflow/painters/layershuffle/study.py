@@ -49,12 +49,15 @@ class CombinedModel:
 
 
 def trained_from(model: str, data: str, data_seed: int, data_dir: str | None = None, layers: int | None = None,
-                 hidden: int | None = None) -> dict:
+                 hidden: int | None = None, pretrained: dict | None = None) -> dict:
     """What a model was trained from besides its training settings: the base model (a tiny ViT's
-    depth and width) and the data. Its scores record it; a score of a model trained from another is stale."""
+    depth and width), the data, and the settings of the pretraining it was fine-tuned from (none:
+    trained from the base model itself). Its scores record it; a score of a model trained from another is stale."""
     record = {"model": model, "data": data, "data_seed": data_seed, "data_dir": data_dir}
     if model == "tiny":
         record |= {"layers": layers, "hidden": hidden}
+    if pretrained is not None:
+        record["pretrained"] = pretrained
     return record
 
 

@@ -381,7 +381,10 @@ def run_command(args) -> int:
         raise ValueError(f"--data-dir is the folder of --data imagefolder, not of {args.data}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model == "tiny":
+    start = read_start(args) if args.start is not None else None
+    if start is not None:
+        data, model = start_model(args, start)
+    elif args.model == "tiny":
         data = vision.load_data(args.data, args.data_seed, data_dir=args.data_dir)
         model = vision.tiny_vit(data, layers=args.layers or vision.TINY_LAYERS, hidden=args.hidden, seed=args.seed)
     else:
@@ -405,7 +408,7 @@ def run_command(args) -> int:
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
     tiny = args.model == "tiny"
     base = study.trained_from(args.model, args.data, args.data_seed, data_dir, surgery.num_layers(model) if tiny else None,
-                              model.config.hidden_size if tiny else None)
+                              model.config.hidden_size if tiny else None, pretrained=start["settings"] if start else None)
     facts = {"data": args.data, "data_seed": args.data_seed, "data_dir": data_dir, "base_model": args.model, "trained_from": base,
              "test_accuracy_sequential": sequential, "final_loss": history[-1][1] if history else None,
              "seconds": time.perf_counter() - started}
@@ -413,6 +416,40 @@ def run_command(args) -> int:
     checkpoint_beside(out).unlink(missing_ok=True)
     print(f"{settings.variant} seed {settings.seed}: test accuracy in order {sequential:.3f} -> {out}")
     return 0
+
+
+def read_start(args) -> dict:
+    """The facts (training.json) of the folder `--start` names: a model `painters train-vision` wrote,
+    trained from the same base model and data as this run asks for."""
+    folder = Path(args.start)
+    facts_file = folder / "training.json"
+    if not facts_file.is_file() or not (folder / "model" / "config.json").is_file():
+        raise FileNotFoundError(f"--start {folder}: not a trained model folder (expected model/ and training.json, as "
+                                "`painters train-vision` writes)")
+    import json
+
+    facts = json.loads(facts_file.read_text())
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
+    asked = {"base_model": args.model, "data": args.data, "data_seed": args.data_seed, "data_dir": data_dir}
+    differ = [f"{key} {facts.get(key)!r} (this run: {value!r})" for key, value in asked.items() if facts.get(key) != value]
+    if differ:
+        raise ValueError(f"--start {folder} was trained with other data or from another model: {'; '.join(differ)}")
+    return facts
+
+
+def start_model(args, start: dict):
+    """(data, model) of a run that fine-tunes the model of `--start` (its own head, its classes)."""
+    import transformers
+
+    folder = Path(args.start) / "model"
+    tiny = args.model == "tiny"
+    data = vision.load_data(args.data, args.data_seed, data_dir=args.data_dir, image_processor=None if tiny else folder,
+                            trust_remote_code=args.trust_remote_code)
+    model = transformers.AutoModelForImageClassification.from_pretrained(folder)
+    if model.config.num_labels != data.num_labels:
+        raise ValueError(f"--start {args.start}: its head has {model.config.num_labels} classes, {args.data} has {data.num_labels}")
+    torch.manual_seed(args.seed)  # as tiny_vit and load_vit: what training draws before its own seeding is seeded
+    return data, model
 
 
 def register(subparsers) -> None:
@@ -440,6 +477,8 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", default=defaults.precision,
                         help=f"{', '.join(PRECISIONS)}: fp32, or mixed precision (fp16 on a GPU only)")
     add_runtime_arguments(parser)
+    parser.add_argument("--start", help="fine-tune the model of this folder (one `painters train-vision` wrote, from the "
+                        "same --model and data) instead of starting from --model")
     parser.add_argument("--out", required=True, help="folder to write the trained model to (whole, at the end)")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.set_defaults(func=run_command)

@@ -112,6 +112,13 @@ def batches(split, row_batches, workers: int = 0, pin_memory: bool = False) -> t
         generator=torch.Generator())
 
 
+def first_rows(split, n: int):
+    """The first `n` images of a split (a limited evaluation), of the same kind."""
+    if isinstance(split, TensorImages):
+        return TensorImages(split.pixels[:n], split.labels[:n])
+    return ProcessedImages(split.dataset.select(range(n)), split.image_column, split.labels[:n], split.processor)
+
+
 def load_digits(seed: int = 0, test_share: float = 0.25) -> ImageData:
     """scikit-learn's digits, scaled to [-1, 1], split by a permutation drawn from `seed`."""
     from sklearn.datasets import load_digits as sklearn_digits
