@@ -1,0 +1,180 @@
+"""Vision models in the Painters sweeps (painters.vision_sweep, `painters evaluate-images`): an image
+classifier scored as it is under every plan in one shared pass, checked against the layers physically
+rebuilt; its kind, its score files, its refusals; and LayerShuffle's pretrained start (train-vision --start)."""
+
+import copy
+import json
+
+import polars as pl
+import pytest
+import torch
+
+from painters import cli, results, surgery, sweep
+from painters.layershuffle import training, vision
+from painters.plan import parse
+from painters.shared_pass import SharedPass
+from painters.vision_sweep import top_k_accuracies
+
+DEPTH = 6
+PLANS = ["baseline", "skip-N1", "middle_repeat-N1", "reverse-N0", "random-N1-S0", "parallel-N1", "looped_parallel-N1-K2",
+         "looped_parallel-N1-K3", "skip_layer-L0", "skip_layer-L4", "switch-L2", "shuffle_all-S0", "prune-P20-S1"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return vision.load_digits(0)
+
+
+@pytest.fixture(scope="module")
+def trained_vit(digits):
+    """A tiny ViT trained a little on the digits, so that plans change its answers."""
+    model = vision.tiny_vit(digits, layers=DEPTH, hidden=32, heads=4, seed=0)
+    training.train(model, digits.train, training.TrainSettings(steps=200, batch_size=64, learning_rate=2e-3, warmup_steps=20), log=lambda _: None)
+    return model.eval()
+
+
+def rebuilt(model, order):
+    """A copy of `model` whose stack physically holds the layers of a sequential plan, in its order."""
+    copied = copy.deepcopy(model)
+    copied.vit.layers = torch.nn.ModuleList(copy.deepcopy(model.vit.layers[i]) for i in order)
+    copied.config.num_hidden_layers = len(order)
+    return copied
+
+
+def test_an_image_classifier_is_a_vision_model_and_a_text_model_is_not():
+    assert sweep.model_kind({"model_type": "vit", "architectures": ["ViTForImageClassification"]}) == "vision"
+    assert sweep.model_kind({"model_type": "deit", "architectures": ["DeiTForImageClassificationWithTeacher"]}) == "vision"
+    assert sweep.model_kind({"model_type": "beit"}) == "vision"  # no architectures: its family classifies images
+    assert sweep.model_kind({"model_type": "bert", "architectures": ["BertModel"]}) == "encoder"
+    assert sweep.model_kind({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}) == "decoder"
+    assert sweep.model_kind({"model_type": "vit", "architectures": ["ViTMAEForPreTraining"]}) == "decoder"  # not a classifier
+
+
+def test_the_shared_pass_gives_each_plan_the_logits_of_its_layers_physically_rebuilt(trained_vit, digits):
+    images = digits.test.images(range(64))
+    plans = [parse(key) for key in PLANS]
+    shared = dict(SharedPass(trained_vit, plans).walk(lambda: trained_vit(pixel_values=images).logits))
+    assert sorted(shared) == list(range(len(plans)))
+    with torch.no_grad():
+        for index, plan in enumerate(plans):
+            schedule = plan.schedule(DEPTH)
+            with surgery.apply(trained_vit, plan):
+                alone = trained_vit(pixel_values=images).logits
+            assert torch.equal(shared[index], alone), plan.key  # bit for bit: the same computation, each prefix once
+            if all(len(step) == 1 for step in schedule):  # an order of layers: the model rebuilt with them
+                reference = rebuilt(trained_vit, [i for (i,) in schedule])(pixel_values=images).logits
+                torch.testing.assert_close(shared[index], reference, rtol=0, atol=1e-5)
+    # the plans change the answers: the test would notice a walk that gave every plan the baseline's
+    assert not torch.equal(shared[PLANS.index("reverse-N0")], shared[0])
+
+
+def test_top_1_and_top_5_accuracy_count_what_the_rebuilt_model_gets_right(trained_vit, digits):
+    plans = [parse(key) for key in ("baseline", "skip_layer-L4", "switch-L2")]
+    scores = top_k_accuracies(trained_vit, plans, digits.test, batch_size=100)
+    with torch.no_grad():
+        for plan, score in zip(plans, scores):
+            order = [i for (i,) in plan.schedule(DEPTH)]
+            logits = rebuilt(trained_vit, order)(pixel_values=digits.test.pixels).logits
+            top5 = logits.topk(5, dim=-1).indices
+            assert score["acc"] == pytest.approx(float((top5[:, 0] == digits.test.labels).float().mean()))
+            assert score["acc_top5"] == pytest.approx(float((top5 == digits.test.labels[:, None]).any(-1).float().mean()))
+            assert score["acc"] <= score["acc_top5"]
+    assert scores[0]["acc"] > 0.3  # trained: well above chance (0.1)
+
+
+def run(*args) -> int:
+    return cli.main(list(map(str, args)))
+
+
+@pytest.fixture(scope="module")
+def vit_folder(trained_vit, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vit") / "model"
+    trained_vit.save_pretrained(folder)
+    return folder
+
+
+def test_evaluate_images_writes_a_score_file_per_plan_with_chance_at_one_over_the_classes(vit_folder, trained_vit, digits, tmp_path):
+    out = tmp_path / "results"
+    assert run("evaluate-images", "--model", vit_folder, "--name", "vit", "--benchmark", "digits", "--plans", *PLANS[:4],
+               "--out", out, "--batch-size", 128, "--threads", 1) == 0
+    expected = top_k_accuracies(trained_vit, [parse(key) for key in PLANS[:4]], digits.test)
+    for key, accuracies in zip(PLANS[:4], expected):
+        frame = results.read_score_file(results.score_path(out, "vit", key, "digits"))
+        values = dict(zip(frame["metric"], frame["value"]))
+        chance = dict(zip(frame["metric"], frame["random_baseline"]))
+        assert values == pytest.approx(accuracies) and chance == {"acc": 0.1, "acc_top5": 0.5}
+        assert set(frame["plan"]) == {key} and set(frame["num_layers"]) == {DEPTH} and set(frame["n_samples"]) == {len(digits.test)}
+    # a limited run records its limit (a later run without it finds the score stale)
+    assert run("evaluate-images", "--model", vit_folder, "--name", "few", "--benchmark", "digits", "--plans", "baseline",
+               "--out", out, "--limit", 50) == 0
+    frame = results.read_score_file(results.score_path(out, "few", "baseline", "digits"))
+    assert set(frame["n_samples"]) == {50} and set(frame["limit"]) == {50.0}
+
+
+def test_a_head_for_other_classes_is_refused_before_anything_is_written(digits, tmp_path, capsys):
+    other = vision.tiny_vit(vision.ImageData("seven", None, digits.test, 7), layers=2, hidden=16, heads=2)
+    other.save_pretrained(tmp_path / "seven")
+    assert run("evaluate-images", "--model", tmp_path / "seven", "--name", "seven", "--benchmark", "digits",
+               "--plans", "baseline", "--out", tmp_path / "results") == 2
+    error = capsys.readouterr().err
+    assert "head has 7 classes and digits has 10" in error
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_benchmarks_and_models_get_one_clear_error(vit_folder, tmp_path, capsys):
+    assert run("evaluate-images", "--model", vit_folder, "--name", "vit", "--benchmark", "mnist", "--plans", "baseline",
+               "--out", tmp_path) == 2
+    assert "--benchmark 'mnist': not an image benchmark; valid: digits, imagenet-1k, cifar100, imagefolder" in capsys.readouterr().err
+    # imagenet-1k is read through the model's image processor: the tiny ViT has none
+    assert run("evaluate-images", "--model", vit_folder, "--name", "vit", "--benchmark", "imagenet-1k", "--plans", "baseline",
+               "--out", tmp_path) == 2
+    assert "image processor" in capsys.readouterr().err
+    assert run("evaluate-images", "--model", vit_folder, "--name", "vit", "--benchmark", "digits", "--plans", "skip-N9",
+               "--out", tmp_path) == 2
+    assert "N" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def train_vision(out, *extra) -> int:
+    return run("train-vision", "--layers", 4, "--hidden", 16, "--steps", 20, "--batch-size", 32, "--checkpoint-every", 10,
+               "--threads", 1, "--out", out, *extra)
+
+
+def test_a_fine_tuned_model_starts_from_the_pretrained_one_and_records_it(tmp_path):
+    assert train_vision(tmp_path / "pre") == 0
+    pretrained = json.loads((tmp_path / "pre/training.json").read_text())
+    # a learning rate too small to move anything: the fine-tuned model is still the pretrained one
+    assert train_vision(tmp_path / "still", "--start", tmp_path / "pre", "--variant", "layershuffle", "--learning-rate", 1e-30) == 0
+    assert train_vision(tmp_path / "scratch", "--variant", "layershuffle", "--learning-rate", 1e-30) == 0
+
+    def weights(name):
+        from transformers import AutoModelForImageClassification
+
+        return AutoModelForImageClassification.from_pretrained(tmp_path / name / "model").state_dict()
+
+    start, still, scratch = weights("pre"), weights("still"), weights("scratch")
+    assert all(torch.allclose(start[key], still[key], atol=1e-6) for key in start)
+    assert not all(torch.allclose(start[key], scratch[key], atol=1e-6) for key in start)
+    facts = json.loads((tmp_path / "still/training.json").read_text())
+    assert facts["trained_from"]["pretrained"] == pretrained["settings"]
+    assert "pretrained" not in pretrained["trained_from"]  # the pretraining itself starts from the base model
+
+
+def test_a_start_trained_on_other_data_is_refused(tmp_path, capsys):
+    assert train_vision(tmp_path / "pre", "--steps", 10) == 0
+    assert train_vision(tmp_path / "other", "--start", tmp_path / "pre", "--data-seed", 1) == 2
+    assert "data_seed 0 (this run: 1)" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
+    assert train_vision(tmp_path / "nothing", "--start", tmp_path / "missing") == 2
+    assert "not a trained model folder" in capsys.readouterr().err
+
+
+def test_a_trained_model_on_another_digits_split_is_refused(tmp_path, capsys):
+    assert train_vision(tmp_path / "pre", "--steps", 10) == 0
+    assert run("evaluate-images", "--model", tmp_path / "pre/model", "--name", "pre", "--benchmark", "digits",
+               "--plans", "baseline", "--data-seed", 1, "--out", tmp_path / "results") == 2
+    assert "trained on the digits split of data seed 0" in capsys.readouterr().err
+    assert run("evaluate-images", "--model", tmp_path / "pre/model", "--name", "pre", "--benchmark", "digits",
+               "--plans", "baseline", "--out", tmp_path / "results") == 0
+    settings = json.loads(pl.read_parquet(results.score_path(tmp_path / "results", "pre", "baseline", "digits"))["settings"][0])
+    assert settings["training"]["steps"] == 10  # how the model was trained: a retrained one makes the score stale
