@@ -137,7 +137,8 @@ def test_a_K_ladder_shares_a_job_and_plans_come_in_walk_order():
 
 
 def test_sweep_command_reads_the_demo_depth_from_the_config(capsys):
-    """The demo model does not exist before the workflow builds it: its depth is demo.layers."""
+    """The demo model and the pretrained digits ViT do not exist before the workflow builds them: their
+    depths are demo.layers and the LayerShuffle base model's layers."""
     from pathlib import Path
 
     from painters import cli
@@ -146,9 +147,10 @@ def test_sweep_command_reads_the_demo_depth_from_the_config(capsys):
     configfile = Path(__file__).resolve().parent.parent / "config/config.yaml"
     demo_config = read_config([configfile])
     # the demo decoder's depth is the config's (it is built later); MiniLM-L6's is read from its config.json
-    expected = expand_jobs(demo_config, {"demo": demo_config["demo"]["layers"], "minilm": 6},
-                           {"demo": "decoder", "minilm": "encoder"})
+    expected = expand_jobs(demo_config, {"demo": demo_config["demo"]["layers"], "minilm": 6, "vit-digits-pretrained": 6},
+                           {"demo": "decoder", "minilm": "encoder", "vit-digits-pretrained": "vision"})
     assert any(job.model == "minilm" and job.train_seed == 0 for job in expected)
+    assert {job.benchmark for job in expected if job.model == "vit-digits-pretrained"} == {"digits"}
     assert cli.main(["sweep", "--configfile", str(configfile)]) == 0
     assert f"{len(expected)} evaluation jobs" in capsys.readouterr().out
 

@@ -178,3 +178,79 @@ def test_a_trained_model_on_another_digits_split_is_refused(tmp_path, capsys):
                "--plans", "baseline", "--out", tmp_path / "results") == 0
     settings = json.loads(pl.read_parquet(results.score_path(tmp_path / "results", "pre", "baseline", "digits"))["settings"][0])
     assert settings["training"]["steps"] == 10  # how the model was trained: a retrained one makes the score stale
+
+
+# ---- the workflow's plan of vision models (painters.workflow_plan)
+
+
+def vision_config(results, vit_folder, **changes):
+    from test_workflow_plan import validated
+
+    config = {
+        "models": {"vit": {"path": str(vit_folder), "resources": {"gpu": 0, "runtime": 20}}},
+        "vision": {"benchmarks": ["digits"]},
+        "sweeps": [{"variants": ["skip", "skip_layer"], "N": "all"}],
+    }
+    config.update(changes)
+    return validated(config, results)
+
+
+def test_a_vision_model_is_planned_as_one_job_per_benchmark_with_every_plan(vit_folder, tmp_path):
+    from painters.workflow_plan import plan_workflow
+
+    results = tmp_path / "results"
+    plan = plan_workflow(vision_config(results, vit_folder))
+    assert plan.kinds == {"vit": "vision"} and plan.depths == {"vit": DEPTH}
+    assert plan.batches == () and plan.glue_batches == ()
+    [batch] = plan.vision_batches
+    keys = {"baseline", "skip-N0", "skip-N1", "skip-N2", *(f"skip_layer-L{i}" for i in range(DEPTH))}
+    assert batch.benchmark == "digits" and set(batch.plans) == keys and batch.inputs == {}
+    assert batch.scores == tuple(f"{results}/scores/vit/{key}/digits.parquet" for key in batch.plans)
+    assert batch.resources.runtime == 20 and batch.resources.gpu == 0
+    assert plan.figures["vit"] == ["fig02_skip_switch", "fig04_skip", "fig11_all_variants"]  # no Fig 3: it compares texts' hidden states
+    # a finished score made with another limit is stale; one made as asked is not
+    config = vision_config(results, vit_folder, vision={"benchmarks": ["digits"], "limit": 100})
+    assert run("evaluate-images", "--model", vit_folder, "--name", "vit", "--benchmark", "digits", "--plans", "baseline", "skip-N0",
+               "--out", results, "--limit", 100) == 0
+    assert run("evaluate-images", "--model", vit_folder, "--name", "vit", "--benchmark", "digits", "--plans", "skip-N1",
+               "--out", results) == 0
+    again = plan_workflow(config)
+    assert {key: stale.reason for key, stale in again.stale.items()} == {
+        f"{results}/scores/vit/skip-N1/digits.parquet": "made with limit none, the config asks for 100"}
+    assert len(again.vision_batches[0].plans) == len(keys) - 2
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"vision": {"benchmarks": ["imagefolder"]}}, "vision.data_dir None: no such folder (benchmark imagefolder reads"),
+    ({"sweeps": [{"variants": ["skip"], "models": ["vit"], "benchmarks": ["rte"]}]},
+     "model vit is a vision model and needs image benchmarks (vision.benchmarks); the grid gives rte"),
+    ({"sweeps": [{"variants": ["skip"], "benchmarks": ["mnist"]}]},
+     "['mnist'] are neither in benchmarks (valid: none) nor GLUE tasks"),
+    ({"layershuffle": {"enabled": True, "base_models": {"vit": {"model": "tiny"}}, "variants": ["sequential"], "umap": {"seeds": []}}},
+     "models.vit: a LayerShuffle base model has that name (its figures go under it)"),
+])
+def test_vision_config_errors_name_the_key_and_what_is_valid(vit_folder, tmp_path, changes, message):
+    from painters.workflow_plan import plan_workflow
+
+    with pytest.raises(ValueError) as error:
+        plan_workflow(vision_config(tmp_path / "results", vit_folder, **changes))
+    assert message in str(error.value)
+
+
+def test_the_pretrained_base_model_is_swept_only_where_the_workflow_pretrains_it(tmp_path):
+    from painters.workflow_plan import plan_workflow
+
+    results = tmp_path / "results"
+    layershuffle = {"enabled": True, "base_models": {"tiny-vit": {"model": "tiny", "layers": 4, "pretrain_steps": 50}},
+                    "variants": ["sequential"], "umap": {"seeds": []}}
+    models = {"pre": {"path": f"{results}/layershuffle/pretrained/tiny-vit/model", "resources": {"gpu": 0}}}
+    plan = plan_workflow(vision_config(results, "unused", models=models, layershuffle=layershuffle))
+    assert plan.kinds == {"pre": "vision"} and plan.depths == {"pre": 4}  # before it exists: the base model's
+    assert plan.vision_batches[0].inputs == {"pretrained": f"{results}/layershuffle/pretrained/tiny-vit"}
+    assert plan.trainings["tiny-vit.sequential.s0"].start == f"{results}/layershuffle/pretrained/tiny-vit"
+    with pytest.raises(ValueError, match="digits split of layershuffle.data_seed 0"):
+        plan_workflow(vision_config(results, "unused", models=models, layershuffle=layershuffle,
+                                    vision={"benchmarks": ["digits"], "data_seed": 2}))
+    for off in ({**layershuffle, "enabled": False}, {**layershuffle, "base_models": {"tiny-vit": {"model": "tiny"}}}):
+        with pytest.raises(ValueError, match="is the pretrained LayerShuffle base model tiny-vit .* nothing makes it"):
+            plan_workflow(vision_config(results, "unused", models=models, layershuffle=off))

@@ -45,7 +45,8 @@ def demo(tmp_path_factory):
 
 def test_the_demo_plans_every_score_job_in_batches_with_their_inputs(demo):
     results, plan = demo
-    assert plan.depths == {"demo": 12, "minilm": 6} and plan.kinds == {"demo": "decoder", "minilm": "encoder"}
+    assert plan.depths == {"demo": 12, "vit-digits-pretrained": 6, "minilm": 6}
+    assert plan.kinds == {"demo": "decoder", "vit-digits-pretrained": "vision", "minilm": "encoder"}
     config = validated(config_of("config"), results)
     assert list(plan.jobs) == sweep.expand_jobs(config, plan.depths, plan.kinds)
     assert plan.pending == plan.jobs and plan.stale == {}  # nothing on disk yet
@@ -53,8 +54,13 @@ def test_the_demo_plans_every_score_job_in_batches_with_their_inputs(demo):
     assert len(plan.batches) == 4 and {b.benchmark for b in plan.batches} == set(config["benchmarks"])  # one job each
     assert [(b.benchmark, b.train_seed, len(b.plans)) for b in plan.glue_batches] == [
         ("demo_paraphrase", 0, 7), ("demo_sentiment", 0, 7)]
-    planned = [score for batch in (*plan.batches, *plan.glue_batches) for score in batch.scores]
-    assert sorted(planned) == sorted(plan.score_files[: len(plan.jobs)]) and len(planned) == len(set(planned)) == 305
+    # the pretrained digits ViT: every plan in one job, made after its pretraining
+    [images] = plan.vision_batches
+    assert (images.model, images.benchmark, len(images.plans)) == ("vit-digits-pretrained", "digits", 48) and "baseline" in images.plans
+    assert images.inputs == {"pretrained": f"{results}/layershuffle/pretrained/vit-digits"}
+    assert images.resources == Resources(gpu=0, mem_mb=2000, runtime=30, cpus_per_task=1, slurm_partition="", slurm_account="")
+    planned = [score for batch in (*plan.batches, *plan.glue_batches, *plan.vision_batches) for score in batch.scores]
+    assert sorted(planned) == sorted(plan.score_files[: len(plan.jobs)]) and len(planned) == len(set(planned)) == 305 + 48
     for batch in plan.batches:
         assert batch.scores == tuple(f"{results}/scores/demo/{key}/{batch.benchmark}.parquet" for key in batch.plans)
         assert batch.inputs == {"demo_data": f"{results}/demo/data", "demo_model": f"{results}/demo/model",
@@ -79,8 +85,15 @@ def test_the_demo_plans_its_layershuffle_study(demo):
                                             + [f"vit-digits.{v}.s{s}" for v in ("sequential", "layershuffle") for s in (1, 2)])
     training = plan.trainings["vit-digits.layershuffle.s1"]
     assert training.folder == f"{results}/layershuffle/models/vit-digits.layershuffle.s1" and training.depth == 6
-    assert training.settings.variant == "layershuffle" and training.settings.seed == 1 and training.settings.steps == 600
-    assert training.trained_from == {"model": "tiny", "data": "digits", "data_seed": 0, "data_dir": None, "layers": 6, "hidden": 64}
+    assert training.settings.variant == "layershuffle" and training.settings.seed == 1 and training.settings.steps == 300
+    # fine-tuned from the base model pretrained once, sequentially, for 600 steps
+    [(base, pretraining)] = plan.pretrainings.items()
+    assert base == "vit-digits" and pretraining.folder == f"{results}/layershuffle/pretrained/vit-digits" and pretraining.depth == 6
+    assert (pretraining.settings.variant, pretraining.settings.seed, pretraining.settings.steps) == ("sequential", 0, 600)
+    assert pretraining.settings.learning_rate == training.settings.learning_rate
+    assert training.start == pretraining.folder and all(t.start == pretraining.folder for t in plan.trainings.values())
+    assert training.trained_from == {"model": "tiny", "data": "digits", "data_seed": 0, "data_dir": None, "layers": 6, "hidden": 64,
+                                     "pretrained": pretraining.settings.recorded()}
     # in order, 5 random orders, 1..3 layers pruned in order or shuffled with 3 seeds each, 11 listed plans
     assert len(training.scores) == 1 + 5 + 3 * 3 * 2 + 11 and training.pending == training.scores
     assert training.scores[0] == f"{results}/scores/vit-digits.layershuffle.s1/baseline/digits.parquet"
@@ -93,7 +106,7 @@ def test_the_demo_plans_its_layershuffle_study(demo):
     assert [m.name for m in plan.umap_models] == sorted(f"vit-digits.{v}.s0" for v in variants)
     assert plan.vision_resources == Resources(gpu=0, mem_mb=2000, runtime=30, cpus_per_task=1, slurm_partition="", slurm_account="")
     # the aggregate reads every score: the sweeps', the trained models', the merged models'
-    assert len(plan.score_files) == 305 + 9 * 35 + 2 * 66
+    assert len(plan.score_files) == 305 + 48 + 9 * 35 + 2 * 66
 
 
 def test_the_demo_figures_per_model(demo):
@@ -105,8 +118,10 @@ def test_the_demo_figures_per_model(demo):
         "all": ["decoder_encoder"],  # one decoder: no skip_fraction across model sizes
         "vit-digits": ["layershuffle_order", "layershuffle_pruning", "layershuffle_merging", "layershuffle_layers",
                        "layershuffle_umap"],
+        # a ViT as it is: every Painters figure but Fig 3 (similarity of texts' hidden states)
+        "vit-digits-pretrained": ["fig02_skip_switch", *every_variant, "fig10_heatmap", "fig11_all_variants", "whole_stack"],
     }
-    assert len(plan.figure_files) == 2 * 22 and plan.figure_files[:2] == (
+    assert len(plan.figure_files) == 2 * 32 and plan.figure_files[:2] == (
         f"{results}/figures/demo/fig02_skip_switch.png", f"{results}/figures/demo/fig02_skip_switch.svg")
 
 
@@ -173,6 +188,7 @@ def test_finished_scores_are_not_planned_and_stale_ones_are_with_their_reason(tm
 
     results = tmp_path / "results"
     config = validated(config_of("config"), results)
+    trained_from = plan_workflow(config).trainings["vit-digits.layershuffle.s0"].trained_from
     current = [put(results, "demo", "baseline", "demo_choice"),  # limit 100, fewshot seed 1234, float32: as the demo asks
                put(results, "minilm", "baseline", "demo_sentiment", 0, **trained()),
                put(results, "vit-digits.layershuffle.ensemble", "baseline", "digits", **trained())]
@@ -186,11 +202,13 @@ def test_finished_scores_are_not_planned_and_stale_ones_are_with_their_reason(tm
             epochs=1, learning_rate=3.0e-4, batch_size=16, max_seq_length=24).recorded())):
             "its model was trained with epochs 1, the config asks for 3",
         put(results, "vit-digits.sequential.s0", "shuffle_all-S0", "digits", **trained(training=TrainSettings(
-            variant="sequential", steps=300, learning_rate=1e-3, warmup_steps=60, position_loss_weight=0.1).recorded())):
-            "its model was trained with steps 300, the config asks for 600",
-        put(results, "vit-digits.layershuffle.s0", "baseline", "digits", **trained(trained_from={
-            "model": "tiny", "data": "digits", "data_seed": 1, "data_dir": None, "layers": 6, "hidden": 64})):
+            variant="sequential", steps=600, learning_rate=1e-3, warmup_steps=60, position_loss_weight=0.1).recorded())):
+            "its model was trained with steps 600, the config asks for 300",
+        put(results, "vit-digits.layershuffle.s0", "baseline", "digits", **trained(trained_from={**trained_from, "data_seed": 1})):
             "its model was trained from data_seed 1, the config asks for 0",
+        put(results, "vit-digits.layershuffle.s0", "skip_layer-L1", "digits", **trained(trained_from={
+            **trained_from, "pretrained": {**trained_from["pretrained"], "steps": 400}})):
+            "its model was trained from pretrained steps 400, the config asks for 600",
     }
     unreadable = score_path(results, "demo", "parallel-N2", "demo_pair")
     unreadable.parent.mkdir(parents=True)
@@ -205,15 +223,16 @@ def test_finished_scores_are_not_planned_and_stale_ones_are_with_their_reason(tm
                                                      f"{results}/reruns/demo/parallel-N2/demo_pair.unknown.why")
     # in the order found: the sweeps' jobs (sorted), then the trained models' (sorted), then the merges'
     assert plan.stale_warning == (
-        "7 finished score(s) will be recomputed: 1 x unreadable score file (ArrowInvalid); "
+        "8 finished score(s) will be recomputed: 1 x unreadable score file (ArrowInvalid); "
         "1 x few-shot score made before few-shot seeding (its examples were drawn at random); "
         "1 x made with limit 50, the config asks for 100; 1 x made with dtype bfloat16, the config asks for float32; "
         "1 x its model was trained with epochs 1, the config asks for 3; "
         "1 x its model was trained from data_seed 1, the config asks for 0; "
-        "1 x its model was trained with steps 300, the config asks for 600")
+        "1 x its model was trained from pretrained steps 400, the config asks for 600; "
+        "1 x its model was trained with steps 600, the config asks for 300")
 
     # pending: every score but the current ones; a stale score's job waits for its rerun note
-    outputs = {score: batch for batch in (*plan.batches, *plan.glue_batches) for score in batch.scores}
+    outputs = {score: batch for batch in (*plan.batches, *plan.glue_batches, *plan.vision_batches) for score in batch.scores}
     assert len(plan.pending) == len(plan.jobs) - 2 and len(outputs) == len(plan.pending)
     assert not set(current) & set(outputs)
     for path in [*stale, str(unreadable)]:
@@ -224,7 +243,7 @@ def test_finished_scores_are_not_planned_and_stale_ones_are_with_their_reason(tm
     assert "baseline" not in outputs[retrained].plans  # its baseline is current
     sequential = plan.trainings["vit-digits.sequential.s0"]
     assert len(sequential.pending) == len(sequential.scores) == 35 and len(sequential.rerun_notes) == 1
-    assert len(plan.trainings["vit-digits.layershuffle.s0"].pending) == 35  # its baseline is stale
+    assert len(plan.trainings["vit-digits.layershuffle.s0"].pending) == 35  # its baseline and skip_layer-L1 are stale
     layershuffle = next(m for m in plan.merges if m.variant == "layershuffle")
     assert len(layershuffle.pending) == 66 - 1 and layershuffle.rerun_notes == ()
     assert plan.score_files == plan_workflow(config).score_files  # what is on disk does not change what is aggregated
@@ -235,6 +254,7 @@ def test_adding_a_setting_plans_only_the_new_scores(tmp_path):
     results = tmp_path / "results"
     config = config_of("config")
     config["layershuffle"]["enabled"] = False
+    config["models"]["vit-digits-pretrained"]["enabled"] = False  # the LayerShuffle rules pretrain it
     plan = plan_workflow(validated(config, results))
     for job in plan.jobs:
         if job.benchmark == "demo_cloze":

@@ -240,8 +240,12 @@ def _training_change(recorded: dict, wanted: dict) -> str:
 
 
 def _changed_settings(recorded: dict, wanted: dict) -> str:
+    """Each setting that differs; of a nested block (a pretraining's settings), the ones in it that differ."""
     changed = sorted(key for key in {*recorded, *wanted} if recorded.get(key) != wanted.get(key))
-    return "; ".join(f"{key} {_shown(recorded.get(key))}, the config asks for {_shown(wanted.get(key))}" for key in changed)
+    return "; ".join(
+        f"{key} {_changed_settings(recorded[key], wanted[key])}"
+        if isinstance(recorded.get(key), dict) and isinstance(wanted.get(key), dict)
+        else f"{key} {_shown(recorded.get(key))}, the config asks for {_shown(wanted.get(key))}" for key in changed)
 
 
 def _shown(value) -> str:

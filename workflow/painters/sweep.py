@@ -387,8 +387,8 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
             raise ValueError(f"{grid_name}.models: {unknown} not in models (valid: {', '.join(models)})")
         unknown = [b for b in grid.get("benchmarks", []) if b not in benchmarks and b not in glue_tasks and b not in images]
         if unknown:
-            raise ValueError(f"{grid_name}.benchmarks: {unknown} are neither in benchmarks (valid: {', '.join(benchmarks) or 'none'}), "
-                             f"GLUE tasks (valid: {', '.join(glue_tasks)}) nor vision.benchmarks (valid: {', '.join(images) or 'none'}; "
+            raise ValueError(f"{grid_name}.benchmarks: {unknown} are neither in benchmarks (valid: {', '.join(benchmarks) or 'none'}) "
+                             f"nor GLUE tasks (valid: {', '.join(glue_tasks)}) nor in vision.benchmarks (valid: {', '.join(images) or 'none'}; "
                              f"image benchmarks: {', '.join(IMAGE_BENCHMARKS)})")
         for model in grid_models:
             if not models[model].get("enabled", True):
@@ -405,7 +405,8 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
                 if "models" in grid:  # the grid names this model: its benchmarks cannot be for another kind
                     needs = {"encoder": "GLUE tasks", "vision": "image benchmarks (vision.benchmarks)",
                              "decoder": "lm-eval benchmarks (the config's benchmarks)"}[kind]
-                    raise ValueError(f"{grid_name}: model {model} is {'an' if kind == 'encoder' else 'a'} {kind} model and needs "
+                    described = {"encoder": "an encoder", "vision": "a vision model", "decoder": "a decoder"}[kind]
+                    raise ValueError(f"{grid_name}: model {model} is {described} and needs "
                                      f"{needs}; the grid gives {', '.join(grid.get('benchmarks', own_kind)) or 'none'}")
                 continue
             for plan in plans_of_grid(grid, grid_name, model, depths[model]):

@@ -455,6 +455,11 @@ def check_config(config: Mapping, models: Mapping) -> None:
         if model["path"] in demo_models and not config["demo"]["enabled"]:
             raise ValueError(f"models.{name}.path is the demo model {model['path']}, but demo.enabled is false")
         built = model["path"] in demo_models or model["path"] in pretrained
+        unbuilt = [base for base in config["layershuffle"]["base_models"]
+                   if model["path"] == f"{sweep.pretrained_vision_folder(config['results'], base)}/model" and model["path"] not in pretrained]
+        if unbuilt:
+            raise ValueError(f"models.{name}.path is the pretrained LayerShuffle base model {unbuilt[0]} ({model['path']}), but "
+                             "layershuffle.enabled is false or its pretrain_steps is 0: nothing makes it (disable the model, or enable those)")
         looks_local = model["path"].startswith((".", "~")) or os.path.isabs(model["path"])
         if not built and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
             raise ValueError(f"models.{name}.path {model['path']!r}: no such folder (give a model folder or a Hugging Face id)")
