@@ -1,6 +1,8 @@
-"""The LayerShuffle study in the workflow: tiny ViTs trained on the digits as two variants, scored
-under the evaluation grid, LayerShuffle's merged and ensembled, drawn in the report; and what re-runs after."""
+"""The LayerShuffle study in the workflow: a tiny ViT pretrained on the digits, fine-tuned as two variants,
+scored under the evaluation grid, LayerShuffle's merged and ensembled, drawn in the report; the pretrained
+ViT swept as a vision model, as it is; and what re-runs after."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -13,9 +15,13 @@ from workflow_helpers import ENCODER_RUN, changed, planned_jobs, planned_scores,
 pytestmark = pytest.mark.slow
 
 STUDY = changed(lambda c: (
-    c.update(sweeps=[{"variants": ["baseline"]}]),  # the encoder's baseline only: the point is the vision study
+    # the encoder's baseline only: the point is the vision study; the pretrained ViT under a few plans
+    c.update(sweeps=[{"variants": ["baseline"]}, {"variants": ["skip", "skip_layer"], "models": ["vit-pretrained"]}]),
+    c["models"].update({"vit-pretrained": {"path": "{results}/layershuffle/pretrained/vit/model", "device": "cpu",
+                                           "resources": {"gpu": 0, "mem_mb": 2000, "runtime": 10, "cpus_per_task": 1}}}),
+    c.update(vision={"benchmarks": ["digits"]}),
     c.update(layershuffle={
-        "enabled": True, "base_models": {"vit": {"model": "tiny", "layers": 4, "hidden": 16}},
+        "enabled": True, "base_models": {"vit": {"model": "tiny", "layers": 4, "hidden": 16, "pretrain_steps": 20}},
         "variants": ["sequential", "layershuffle"], "seeds": [0], "steps": 30, "batch_size": 32, "learning_rate": 1.0e-3,
         "warmup_steps": 5, "checkpoint_every": 10,
         "evaluation": {"order_seeds": [0, 1], "pruned": [1], "prune_seeds": [0]},
@@ -27,6 +33,7 @@ PLANS = {"baseline", "shuffle_all-S0", "shuffle_all-S1", "prune-P25-S0", "shuffl
 TRAINED = ["vit.sequential.s0", "vit.layershuffle.s0", "vit.layershuffle.s1"]  # s1: merged with s0
 COMBINED = ["vit.layershuffle.m0", "vit.layershuffle.m1", "vit.layershuffle.ensemble"]
 MERGE_PLANS = {"baseline", "shuffle_all-S0", "shuffle_all-S1"}
+SWEPT = {"baseline", "skip-N0", "skip-N1", *(f"skip_layer-L{i}" for i in range(4))}  # the pretrained ViT's plans
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +54,19 @@ def test_each_variant_is_trained_scored_under_the_grid_and_drawn(study_run):
     for name in COMBINED:
         assert {p.parent.name for p in (results / f"scores/{name}").rglob("digits.parquet")} == MERGE_PLANS
     summary = pl.read_parquet(results / "summary.parquet")
-    assert set(summary.filter(pl.col("benchmark") == "digits")["model"]) == {*TRAINED, *COMBINED}
+    assert set(summary.filter(pl.col("benchmark") == "digits")["model"]) == {*TRAINED, *COMBINED, "vit-pretrained"}
+    # every trained model was fine-tuned from the one pretrained, and records it
+    pretrained = json.loads((results / "layershuffle/pretrained/vit/training.json").read_text())
+    for name in TRAINED:
+        facts = json.loads((results / f"layershuffle/models/{name}/training.json").read_text())
+        assert facts["trained_from"]["pretrained"] == pretrained["settings"] and pretrained["settings"]["steps"] == 20
+    # the pretrained ViT as it is: top-1 and top-5 under each plan, normalized, in its figures
+    swept = summary.filter(pl.col("model") == "vit-pretrained")
+    assert set(swept["plan"]) == SWEPT and set(swept.filter(pl.col("benchmark") == "digits")["metric"]) == {"acc", "acc_top5"}
+    baseline = swept.filter((pl.col("plan") == "baseline") & (pl.col("metric") == "acc"))
+    assert baseline["value"][0] == pretrained["test_accuracy_sequential"] and baseline["normalized"][0] == 1.0
+    for figure in ("fig02_skip_switch", "fig04_skip", "fig11_all_variants"):
+        assert (results / f"figures/vit-pretrained/{figure}.png").is_file()
     for name in ("vit.sequential.s0", "vit.layershuffle.s0"):  # umap.seeds [0]: every variant's model of seed 0
         assert len(pl.read_parquet(results / f"layershuffle/umap/{name}.parquet")) == 20 * 4 * 2  # images x layers x orders
     for figure in ("layershuffle_order", "layershuffle_pruning", "layershuffle_merging", "layershuffle_umap"):
@@ -69,6 +88,7 @@ def test_a_changed_training_setting_retrains_and_rescores_and_says_why(study_run
     assert result.returncode == 0, output[-3000:]
     jobs = planned_jobs(result)
     assert sum(count for rule, count in jobs.items() if rule.startswith("train_vision_")) == 3
+    assert "pretrain_vision_vit" not in jobs  # fine-tuning steps: the pretrained model stands
     assert jobs["merge_vision_vit_layershuffle"] == 1
     assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS)
     assert re.search(r"24 finished score\(s\) will be recomputed: 15 x its model was trained with steps 30, "
@@ -76,6 +96,20 @@ def test_a_changed_training_setting_retrains_and_rescores_and_says_why(study_run
                      r"3 x its model was an ensemble of models trained with steps 30, the config asks for 40",
                      output), output[-2000:]
     assert not [p for p in score_mtimes(workdir) if "minilm" in str(p) and str(p) in planned_scores(result)]
+
+
+def test_another_pretraining_retrains_everything_from_it_and_rescores_and_says_why(study_run):
+    longer = changed(lambda c: c["layershuffle"]["base_models"]["vit"].update(pretrain_steps=30), STUDY)
+    result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, longer, "pretrain.yaml")))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    jobs = planned_jobs(result)
+    assert jobs["pretrain_vision_vit"] == 1 and sum(n for rule, n in jobs.items() if rule.startswith("train_vision_")) == 3
+    assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS) + len(SWEPT)
+    # the trained, merged and ensembled models' scores, and the swept pretrained model's own
+    assert re.search(r"31 finished score\(s\) will be recomputed: 24 x its model was trained from pretrained steps 20, "
+                     r"the config asks for 30; 7 x its model was trained with steps 20, the config asks for 30",
+                     output), output[-2000:]
 
 
 def test_another_merge_scores_only_that_merge(study_run):
@@ -91,7 +125,8 @@ def test_another_base_model_retrains_and_rescores_and_says_why(study_run):
     result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, wider, "wider.yaml")))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert sum(count for rule, count in planned_jobs(result).items() if rule.startswith("train_vision_")) == 3
-    assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS)
-    assert re.search(r"24 finished score\(s\) will be recomputed: 24 x its model was trained from hidden 16, "
+    jobs = planned_jobs(result)
+    assert jobs["pretrain_vision_vit"] == 1 and sum(n for rule, n in jobs.items() if rule.startswith("train_vision_")) == 3
+    assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS) + len(SWEPT)
+    assert re.search(r"31 finished score\(s\) will be recomputed: 31 x its model was trained from hidden 16, "
                      r"the config asks for 24", output), output[-2000:]
