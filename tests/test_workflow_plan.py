@@ -132,17 +132,20 @@ def test_the_paper_plans_321_evaluation_jobs(tmp_path):
     started = time.perf_counter()
     plan = plan_workflow(config)
     seconds = time.perf_counter() - started
-    assert len(plan.jobs) == len(plan.pending) == 10153
+    assert len(plan.jobs) == len(plan.pending) == 10153 + 2 * 144
     assert sum(len(b.scores) for b in plan.batches) == 9427 and len(plan.batches) == 321
     assert all(b.seconds <= 180 * 60 or len(b.plans) == 1 for b in plan.batches)
     assert len(plan.glue_batches) == 726 and all(len(b.plans) == 1 for b in plan.glue_batches)
-    assert plan.depths == {"llama2-7b": 32, "llama2-13b": 40, "llama2-70b": 80, "bert-large": 24}
+    assert plan.depths == {"llama2-7b": 32, "llama2-13b": 40, "llama2-70b": 80, "bert-large": 24, "vit-base": 12, "deit-base": 12}
+    # ViT-B/16 and DeiT-B as they are: one job each over ImageNet's validation images, every plan in it
+    assert [(b.model, b.benchmark, len(b.plans)) for b in plan.vision_batches] == [
+        ("deit-base", "imagenet-1k", 144), ("vit-base", "imagenet-1k", 144)]
     seventy = next(b for b in plan.batches if b.model == "llama2-70b")
     runtime = sweep.runtime_minutes(seventy.seconds, 1.5, 10, 1440)  # its estimate x margin + startup, at most 1440
     assert seventy.resources == Resources(gpu=4, mem_mb=320000, runtime=runtime, cpus_per_task=16, slurm_partition="", slurm_account="")
     assert seventy.inputs == {"benchmark_check": plan.benchmark_check}  # no demo model to wait for
     assert plan.figures["all"] == ["skip_fraction", "decoder_encoder"]
-    assert [m for m, figures in plan.figures.items() if "fig10_heatmap" in figures] == ["llama2-7b"]
+    assert [m for m, figures in plan.figures.items() if "fig10_heatmap" in figures] == ["llama2-7b", "vit-base", "deit-base"]
     assert plan.trainings == {} and plan.merges == () and plan.umap_models == () and plan.vision_resources is None
     print(f"paper plan: {len(plan.batches)} evaluation jobs, {len(plan.glue_batches)} fine-tuning jobs in {seconds:.2f} s")
 
@@ -162,7 +165,7 @@ def test_the_paper_with_the_layershuffle_study(tmp_path):
     assert plan.vision_resources.gpu == 1 and plan.vision_resources.runtime == 1440
     assert plan.figures["vit-b16"] == plan.figures["deit-b16"] == [
         "layershuffle_order", "layershuffle_pruning", "layershuffle_merging", "layershuffle_layers", "layershuffle_umap"]
-    assert len(plan.score_files) == 10153 + trained * 54 + 4 * 101 * 6
+    assert len(plan.score_files) == 10153 + 2 * 144 + trained * 54 + 4 * 101 * 6
 
 
 # ---- scores on disk: stale ones with their reasons, pending ones
