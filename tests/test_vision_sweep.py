@@ -254,3 +254,29 @@ def test_the_pretrained_base_model_is_swept_only_where_the_workflow_pretrains_it
     for off in ({**layershuffle, "enabled": False}, {**layershuffle, "base_models": {"tiny-vit": {"model": "tiny"}}}):
         with pytest.raises(ValueError, match="is the pretrained LayerShuffle base model tiny-vit .* nothing makes it"):
             plan_workflow(vision_config(results, "unused", models=models, layershuffle=off))
+
+
+# ---- image classifier families: the shared pass on each family's own layer stack
+
+FAMILIES = ["vit", "deit", "beit", "data2vec-vision", "dinov2", "vit_msn"]
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_the_shared_pass_equals_each_plan_alone_in_every_vision_family(model_type):
+    import transformers
+
+    config = transformers.AutoConfig.for_model(
+        model_type, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=16,
+        patch_size=4, num_channels=3, num_labels=10, architectures=[])  # []: the family's first classifier (DeiT has two)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForImageClassification.from_config(config).eval()
+    assert sweep.model_kind(config.to_dict() | {"architectures": [type(model).__name__]}) == "vision"
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    plans = [parse(key) for key in ("baseline", "skip-N0", "reverse-N0", "parallel-N0", "looped_parallel-N0-K2",
+                                    "skip_layer-L0", "switch-L1", "shuffle_all-S0")]
+    with torch.no_grad():
+        shared = dict(SharedPass(model, plans).walk(lambda: model(pixel_values=images).logits))
+        for index, plan in enumerate(plans):
+            with surgery.apply(model, plan):
+                assert torch.equal(shared[index], model(pixel_values=images).logits), plan.key
+    assert not torch.equal(shared[2], shared[0])  # reversing the middle changes the answer

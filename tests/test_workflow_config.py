@@ -33,11 +33,14 @@ def test_paper_dry_run_plans_every_job(tmp_path):
     decoders = (240 + 1) * 6 + 378 * 6 + 63 + 301 * 6 + 79 + 601 * 6 + 159
     # BERT-Large: (4 variants x 12 N + 3 seeds x 12 + 12 looped + baseline) x 7 GLUE tasks + 47 per-layer plans on RTE
     encoder = (4 * 12 + 3 * 12 + 12 + 1) * 7 + 24 + 23
-    assert len(planned_scores(result)) == decoders + encoder == 10153
+    # ViT-B/16 and DeiT-B as they are: (4 variants x 6 N + 10 seeds x 6 + 6 N x 6 K + baseline) + 12 + 11 per-layer plans
+    vision = 2 * (4 * 6 + 10 * 6 + 6 * 6 + 1 + 12 + 11)
+    assert len(planned_scores(result)) == decoders + encoder + vision == 10153 + 288
     # grouped into jobs of one model and benchmark (a model load each): a few hundred
     assert 6 * 3 < jobs["evaluate"] <= 400
     assert jobs["finetune"] == encoder  # glue.plans_per_job 1: one fine-tuning run per Slurm job
-    assert jobs["figure_fig10_heatmap"] == 1 and jobs["figure_skip_fraction"] == 1 and jobs["figure_decoder_encoder"] == 1
+    assert jobs["evaluate_images"] == 2  # one per vision model: every plan in one pass over ImageNet's validation images
+    assert jobs["figure_fig10_heatmap"] == 3 and jobs["figure_skip_fraction"] == 1 and jobs["figure_decoder_encoder"] == 1
     print(f"paper dry-run: {jobs['evaluate']} evaluation jobs for 9427 scores, {sum(jobs.values())} jobs in {seconds:.1f} s")
 
 

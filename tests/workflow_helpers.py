@@ -111,7 +111,8 @@ def planned_scores(result: subprocess.CompletedProcess) -> set[str]:
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     """The 'Job stats' table of a dry run as {rule: count}, every evaluation job's rule counted
-    as "evaluate" and every fine-tuning job's as "finetune" (one rule per job); {} when there is nothing to do."""
+    as "evaluate", every image evaluation job's as "evaluate_images" and every fine-tuning job's as
+    "finetune" (one rule per job); {} when there is nothing to do."""
     text = result.stdout + result.stderr
     if "Nothing to be done" in text:
         return {}
@@ -121,7 +122,8 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
         match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
         if not match:
             break
-        rule = next((stage for stage in ("evaluate", "finetune") if match.group(1).startswith(f"{stage}_")), match.group(1))
+        stages = ("evaluate_images", "evaluate", "finetune")
+        rule = next((stage for stage in stages if match.group(1).startswith(f"{stage}_")), match.group(1))
         counts[rule] = counts.get(rule, 0) + int(match.group(2))
     counts.pop("total", None)
     return counts
