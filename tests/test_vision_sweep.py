@@ -280,3 +280,15 @@ def test_the_shared_pass_equals_each_plan_alone_in_every_vision_family(model_typ
             with surgery.apply(model, plan):
                 assert torch.equal(shared[index], model(pixel_values=images).logits), plan.key
     assert not torch.equal(shared[2], shared[0])  # reversing the middle changes the answer
+
+
+def test_a_hierarchical_backbone_is_refused_by_name(tmp_path, capsys):
+    import transformers
+
+    config = transformers.AutoConfig.for_model("swin", embed_dim=16, depths=[2, 2], num_heads=[2, 2], image_size=32, patch_size=4,
+                                               window_size=4, num_labels=10, architectures=["SwinForImageClassification"])
+    transformers.AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path / "swin")
+    assert run("evaluate-images", "--model", tmp_path / "swin", "--name", "swin", "--benchmark", "digits", "--plans", "baseline",
+               "--out", tmp_path / "results") == 2
+    assert "its stack (swin.encoder.layers) is 2 stages of different shapes" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

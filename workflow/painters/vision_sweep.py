@@ -41,7 +41,20 @@ def load_classifier(path: str, dtype: str = "auto", device: torch.device | str =
     options = {} if dtype == "auto" else {"dtype": DTYPES[dtype]}
     model = transformers.AutoModelForImageClassification.from_pretrained(path, trust_remote_code=trust_remote_code, **options)
     surgery.check_supported(model)
+    check_like_layers(model, path)
     return model.eval().to(device)
+
+
+def check_like_layers(model, path: str) -> None:
+    """Refuse a hierarchical backbone (Swin, ConvNeXt: stages of different widths, each downsampling):
+    its stack is stages, and skipping, reordering or averaging them means nothing (or fails on shapes)."""
+    from painters import surgery
+
+    shapes = {tuple(tuple(p.shape) for p in layer.parameters()) for layer in surgery.layer_list(model)}
+    if len(shapes) > 1:
+        _, _, where = surgery.find_stack(model)
+        raise ValueError(f"--model {path}: its stack ({where}) is {surgery.num_layers(model)} stages of different shapes (a "
+                         "hierarchical backbone such as Swin or ConvNeXt); the plans need a stack of like layers (ViT, DeiT, BEiT, ...)")
 
 
 def trained_facts(path: str | Path) -> dict | None:
