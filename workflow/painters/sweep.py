@@ -122,7 +122,6 @@ def model_element_bytes(config: Mapping, model_name: str) -> int:
 # architectures whose names say the model generates text, although its family also has encoders
 _GENERATING = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 _CLASSIFYING_IMAGES = ("ForImageClassification", "ForImageClassificationWithTeacher")
-KINDS = ("decoder", "encoder", "vision")
 
 
 def model_kind(config: Mapping) -> str:
@@ -169,6 +168,12 @@ def configured_model_kind(config: Mapping, model_name: str) -> str:
             return "decoder"
         raise
     return model_kind(json.loads(config_file.read_text()))
+
+
+def trained_facts(path: str | Path) -> dict | None:
+    """The training.json beside a model that `painters train-vision` wrote (FOLDER/model), or None."""
+    facts_file = Path(path).expanduser() / ".." / "training.json"
+    return json.loads(facts_file.read_text()) if facts_file.is_file() else None
 
 
 def depth_of_config(config: Mapping) -> int | None:
@@ -307,13 +312,24 @@ def model_depth(config: Mapping, model_name: str) -> int:
         return int(config["demo"]["layers"])
     base = pretrained_vision_paths(config).get(model["path"])
     if base is not None and model.get("num_layers") is None:
-        from painters.layershuffle.vision import TINY_LAYERS
-
-        spec = config["layershuffle"]["base_models"][base]
-        if spec.get("layers") is not None or spec["model"] == "tiny":
-            return spec.get("layers") or TINY_LAYERS
-        return read_num_layers(model_name, {"path": spec["model"]})
+        return vision_depth(config["layershuffle"], base)
     return read_num_layers(model_name, model)
+
+
+def vision_depth(layershuffle: Mapping, base: str) -> int:
+    """A base model's depth: its `layers` (a tiny ViT's: 6 unless given), else its config.json (in
+    its folder or the local Hugging Face cache, read at planning: no weights needed)."""
+    from painters.layershuffle.study import TINY_LAYERS
+
+    spec = layershuffle["base_models"][base]
+    if spec.get("layers") is not None or spec["model"] == "tiny":  # .get: `painters sweep` reads configs unvalidated
+        return spec.get("layers") or TINY_LAYERS
+    try:
+        return read_num_layers(base, {"path": spec["model"]})
+    except ValueError:
+        raise ValueError(f"layershuffle.base_models.{base}: no config.json of {spec['model']!r} with a layer count in that "
+                         f"folder or the local Hugging Face cache; download it first or give its depth "
+                         f"(layershuffle.base_models.{base}.layers)") from None
 
 
 def _n_values(grid: Mapping, grid_name: str, model_name: str, T: int) -> list[int] | None:
@@ -371,7 +387,7 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
     """
     from painters.glue.tasks import task_table
 
-    from painters.layershuffle.vision import DATASETS as IMAGE_BENCHMARKS
+    from painters.layershuffle.study import IMAGE_DATASETS as IMAGE_BENCHMARKS
 
     models, benchmarks = config["models"], list(config.get("benchmarks", []))
     glue = glue_settings(config)

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
 
+from painters import sweep
 from painters.layershuffle import vision
 
 TOP_K = 5  # the second metric, where a data set has more classes than this
@@ -57,12 +57,6 @@ def check_like_layers(model, path: str) -> None:
                          "hierarchical backbone such as Swin or ConvNeXt); the plans need a stack of like layers (ViT, DeiT, BEiT, ...)")
 
 
-def trained_facts(path: str | Path) -> dict | None:
-    """The training.json beside a model that `painters train-vision` wrote (FOLDER/model), or None."""
-    facts_file = Path(path).expanduser() / ".." / "training.json"
-    return json.loads(facts_file.read_text()) if facts_file.is_file() else None
-
-
 def check_head(model, data: vision.ImageData, path: str) -> None:
     """Refuse a classifier whose head is not for `data`'s classes: its scores would mean nothing."""
     classes = model.config.num_labels
@@ -76,7 +70,7 @@ def test_split(benchmark: str, model_path: str, *, data_dir: str | None = None, 
                trust_remote_code: bool = False) -> vision.ImageData:
     """The benchmark's test split (its first `limit` images), prepared as `model_path` expects."""
     if benchmark == "digits":
-        facts = trained_facts(model_path)
+        facts = sweep.trained_facts(model_path)
         if facts is not None and facts.get("data") == "digits" and facts.get("data_seed") != data_seed:
             raise ValueError(f"--data-seed {data_seed}: {model_path} was trained on the digits split of data seed "
                              f"{facts['data_seed']}; scored on another split, its test images would include training images")
@@ -159,7 +153,7 @@ def run_command(args) -> int:
     pending = [plan for plan in plans if args.overwrite or not results.score_path(args.out, args.name, plan.key, data.name).exists()]
     if not pending:
         return 0
-    facts = trained_facts(args.model)
+    facts = sweep.trained_facts(args.model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     settings = {"dtype": args.dtype, "limit": args.limit, "data_seed": args.data_seed if args.benchmark == "digits" else None,
                 **({"training": facts["settings"], "trained_from": facts.get("trained_from")} if facts is not None else {})}

@@ -218,7 +218,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
     umap_models = layershuffle_study.umap_models(layershuffle) if layershuffle["enabled"] else []
     if layershuffle["enabled"]:
         check_layershuffle_config(layershuffle)
-    vision_depths = {base: vision_depth(layershuffle, base) for base in dict.fromkeys(m.base for m in trained.values())}
+    vision_depths = {base: sweep.vision_depth(layershuffle, base) for base in dict.fromkeys(m.base for m in trained.values())}
     vision_plans = {base: layershuffle_study.evaluation_plans(layershuffle, depth) for base, depth in vision_depths.items()}
     trainings = {}
     for name, model in trained.items():
@@ -248,7 +248,7 @@ def plan_workflow(config: Mapping) -> WorkflowPlan:
     stale_scores = {f: StaleScore(reason, scored, rerun_note(results_dir, f, scored)) for f, (reason, scored) in stale.items()}
     # base models pretrained once, that their trained models fine-tune from (and vision models may sweep)
     pretrainings = {base: VisionPretraining(base, vision_pretraining(layershuffle, base), sweep.pretrained_vision_folder(results_dir, base),
-                                           vision_depth(layershuffle, base))
+                                           sweep.vision_depth(layershuffle, base))
                     for base in sweep.pretrained_vision_paths(config).values()}
 
     def notes(files):
@@ -599,34 +599,16 @@ def vision_wanted_settings(config: Mapping, model: Mapping) -> dict:
     """What a vision model's score must have been made with: the dtype, vision.limit and, for a model
     `painters train-vision` trained (the workflow's pretrained base model, or a folder with its
     training.json), how and from what it was trained."""
-    from painters.vision_sweep import trained_facts
-
     wanted = {**trained_wanted_settings(model["dtype"], None), "limit": config["vision"]["limit"]}
     base = sweep.pretrained_vision_paths(config).get(model["path"])
     if base is not None:
         layershuffle = config["layershuffle"]
         return wanted | {"training": vision_pretraining(layershuffle, base).recorded(),
                          "trained_from": vision_trained_from(layershuffle, base, pretrained=False)}
-    facts = trained_facts(model["path"]) if os.path.isdir(os.path.expanduser(model["path"])) else None
+    facts = sweep.trained_facts(model["path"]) if os.path.isdir(os.path.expanduser(model["path"])) else None
     if facts is not None:
         wanted |= {"training": facts["settings"], "trained_from": facts.get("trained_from")}
     return wanted
-
-
-def vision_depth(layershuffle: Mapping, base: str) -> int:
-    """A base model's depth: its `layers` (a tiny ViT's: 6 unless given), else its config.json (in
-    its folder or the local Hugging Face cache, read at planning: no weights needed)."""
-    from painters.layershuffle.vision import TINY_LAYERS
-
-    spec = layershuffle["base_models"][base]
-    if spec["layers"] is not None or spec["model"] == "tiny":
-        return spec["layers"] or TINY_LAYERS
-    try:
-        return sweep.read_num_layers(base, {"path": spec["model"]})
-    except ValueError:
-        raise ValueError(f"layershuffle.base_models.{base}: no config.json of {spec['model']!r} with a layer count in that "
-                         f"folder or the local Hugging Face cache; download it first or give its depth "
-                         f"(layershuffle.base_models.{base}.layers)") from None
 
 
 def vision_trained_from(layershuffle: Mapping, base: str, pretrained: bool = True) -> dict:
@@ -638,7 +620,7 @@ def vision_trained_from(layershuffle: Mapping, base: str, pretrained: bool = Tru
     pretraining = vision_pretraining(layershuffle, base) if pretrained and spec["pretrain_steps"] else None
     return layershuffle_study.trained_from(spec["model"], layershuffle["data"], layershuffle["data_seed"],
                                            str(Path(data_dir).resolve()) if data_dir is not None else None,
-                                           vision_depth(layershuffle, base) if tiny else None, spec["hidden"] if tiny else None,
+                                           sweep.vision_depth(layershuffle, base) if tiny else None, spec["hidden"] if tiny else None,
                                            pretraining.recorded() if pretraining is not None else None)
 
 
@@ -671,7 +653,7 @@ def combined_training(layershuffle: Mapping, combined: CombinedModel, assignment
     if key not in assignments:
         settings = layershuffle["merging"]
         try:
-            assignments[key] = merging.merge_assignments(len(settings["seeds"]), vision_depth(layershuffle, combined.base),
+            assignments[key] = merging.merge_assignments(len(settings["seeds"]), sweep.vision_depth(layershuffle, combined.base),
                                                          settings["merges"], settings["seed"])
         except ValueError as error:
             raise ValueError(f"layershuffle.merging.merges: {error}") from None

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 
 from painters import plan as plans_module
 
+# painters.layershuffle.vision reads these data sets; here without torch, for planning
+IMAGE_DATASETS = ("digits", "imagenet-1k", "cifar100", "imagefolder")
+TINY_LAYERS = 6  # depth of the tiny ViT unless given
+
 
 @dataclass(frozen=True, order=True)
 class TrainedModel:

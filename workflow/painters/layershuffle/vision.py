@@ -32,15 +32,16 @@ from pathlib import Path
 
 import torch
 
+from painters.layershuffle.study import IMAGE_DATASETS, TINY_LAYERS
+
 # name -> (Hugging Face dataset, train split, test split, label column)
 HUB_DATASETS = {
     "imagenet-1k": ("ILSVRC/imagenet-1k", "train", "validation", "label"),
     "cifar100": ("uoft-cs/cifar100", "train", "test", "fine_label"),
 }
-DATASETS = ("digits", *HUB_DATASETS, "imagefolder")
+DATASETS = IMAGE_DATASETS
 TEST_FOLDERS = ("val", "validation", "test")  # an image folder's test split: the first of these there is
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # ImageNet's files end in .JPEG
-TINY_LAYERS = 6  # depth of the tiny ViT unless given
 
 
 class TensorImages:
