@@ -98,14 +98,21 @@ def test_a_changed_training_setting_retrains_and_rescores_and_says_why(study_run
     assert not [p for p in score_mtimes(workdir) if "minilm" in str(p) and str(p) in planned_scores(result)]
 
 
-def test_another_pretraining_retrains_everything_from_it_and_rescores_and_says_why(study_run):
-    longer = changed(lambda c: c["layershuffle"]["base_models"]["vit"].update(pretrain_steps=30), STUDY)
-    result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, longer, "pretrain.yaml")))
+def retrained_from_the_start(study_run, base_change, name: str) -> str:
+    """A dry run with the base model `vit` changed by `base_change`: the pretraining and all three
+    trainings re-run, and every score of theirs and of the swept pretrained model is planned. Its output."""
+    config = changed(lambda c: base_change(c["layershuffle"]["base_models"]["vit"]), STUDY)
+    result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, config, name)))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     jobs = planned_jobs(result)
     assert jobs["pretrain_vision_vit"] == 1 and sum(n for rule, n in jobs.items() if rule.startswith("train_vision_")) == 3
     assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS) + len(SWEPT)
+    return output
+
+
+def test_another_pretraining_retrains_everything_from_it_and_rescores_and_says_why(study_run):
+    output = retrained_from_the_start(study_run, lambda base: base.update(pretrain_steps=30), "pretrain.yaml")
     # the trained, merged and ensembled models' scores, and the swept pretrained model's own
     assert re.search(r"31 finished score\(s\) will be recomputed: 24 x its model was trained from pretrained steps 20, "
                      r"the config asks for 30; 7 x its model was trained with steps 20, the config asks for 30",
@@ -121,12 +128,6 @@ def test_another_merge_scores_only_that_merge(study_run):
 
 
 def test_another_base_model_retrains_and_rescores_and_says_why(study_run):
-    wider = changed(lambda c: c["layershuffle"]["base_models"]["vit"].update(hidden=24), STUDY)
-    result = snakemake(study_run, "-n", "--configfile", str(write_config(study_run, wider, "wider.yaml")))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    jobs = planned_jobs(result)
-    assert jobs["pretrain_vision_vit"] == 1 and sum(n for rule, n in jobs.items() if rule.startswith("train_vision_")) == 3
-    assert len(planned_scores(result)) == 3 * len(PLANS) + 3 * len(MERGE_PLANS) + len(SWEPT)
+    output = retrained_from_the_start(study_run, lambda base: base.update(hidden=24), "wider.yaml")
     assert re.search(r"31 finished score\(s\) will be recomputed: 31 x its model was trained from hidden 16, "
                      r"the config asks for 24", output), output[-2000:]
