@@ -206,10 +206,10 @@ def test_a_task_of_the_wrong_kind_or_an_unknown_one_is_refused(grid, message):
 
 
 def test_glue_jobs_are_batched_per_model_task_and_seed():
-    from painters.sweep import glue_batches
+    from painters.sweep import plan_batches
 
     jobs = expand_jobs(mixed_config({"variants": ["skip", "reverse"]}), {"m": 8, "e": 6}, KINDS)
-    batches = glue_batches([j for j in jobs if j.train_seed is not None], {"e": 6}, {"e": 2})
+    batches = plan_batches([j for j in jobs if j.train_seed is not None], {"e": 6}, {"e": 2})
     per_run = {}
     for batch in batches:
         assert len(batch.plans) <= 2
@@ -217,7 +217,7 @@ def test_glue_jobs_are_batched_per_model_task_and_seed():
     # 6 layers: skip N 0..2, reverse N 0..2, and the baseline, for each task and seed
     assert set(per_run) == {("e", t, s) for t in ("rte", "cola") for s in (0, 1)}
     assert all(sorted(plans) == sorted(set(plans)) and len(plans) == 7 for plans in per_run.values())
-    assert glue_batches(list(reversed([j for j in jobs if j.train_seed is not None])), {"e": 6}, {"e": 2}) == batches
+    assert plan_batches(list(reversed([j for j in jobs if j.train_seed is not None])), {"e": 6}, {"e": 2}) == batches
 
 
 def test_the_model_kind_is_read_from_config_json():

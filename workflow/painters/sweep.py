@@ -273,8 +273,13 @@ def pretrained_vision_paths(config: Mapping) -> dict[str, str]:
     if not layershuffle.get("enabled"):
         return {}
     results = str(config.get("results", "results"))
-    return {f"{pretrained_vision_folder(results, base)}/model": base
+    return {pretrained_vision_model(results, base): base
             for base, spec in (layershuffle.get("base_models") or {}).items() if spec.get("pretrain_steps")}
+
+
+def pretrained_vision_model(results: str, base: str) -> str:
+    """The classifier of a pretrained base model's folder: the path a vision model names to sweep it."""
+    return f"{pretrained_vision_folder(results, base)}/model"
 
 
 def with_demo_variants(config: dict) -> dict:
@@ -433,15 +438,16 @@ def expand_jobs(config: Mapping, depths: Mapping[str, int], kinds: Mapping[str, 
     return sorted(jobs)
 
 
-def glue_batches(jobs: list[Job], depths: Mapping[str, int], plans_per_job: Mapping[str, int]) -> list["Batch"]:
-    """GLUE jobs grouped into fine-tuning jobs of one model, task and seed each, at most
-    `plans_per_job[model]` plans (taken in schedule order). Deterministic."""
+def plan_batches(jobs: list[Job], depths: Mapping[str, int], plans_per_job: Mapping[str, int | None]) -> list["Batch"]:
+    """Jobs grouped into batches of one model, benchmark (or GLUE task) and seed each, at most
+    `plans_per_job[model]` plans (None: all of them), taken in schedule order: GLUE fine-tuning
+    jobs, vision models' evaluation jobs. Deterministic."""
     plans_of: dict[tuple, set[str]] = {}
     for job in jobs:
         plans_of.setdefault((job.model, job.benchmark, job.train_seed), set()).add(job.plan)
     batches = []
     for (model, task, seed), keys in sorted(plans_of.items()):
-        size = plans_per_job[model]
+        size = plans_per_job[model] or len(keys)
         ordered = sorted(keys, key=lambda k: (plans_module.parse(k).schedule(depths[model]), k))
         batches += [Batch(model, task, tuple(ordered[i : i + size]), seed) for i in range(0, len(ordered), size)]
     return batches

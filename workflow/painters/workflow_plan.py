@@ -22,7 +22,7 @@ was seeded; a trained model's training settings). Each stale score gets a rerun 
 (RESULTS/reruns/MODEL/PLAN/BENCHMARK.SCORED.why, saying why) as an input of its job, so that job
 runs although its outputs exist; Snakemake deletes a job's existing outputs first.
 
-Job size is decided in one place, `evaluation_batches` (and `glue_batches`, `batch_resources`).
+Job size is decided in one place, `evaluation_batches` (and `glue_batches`, `vision_batches`, `batch_resources`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 from painters import benchmarks, cost, results, sweep
 from painters import figures as painters_figures
 from painters import plan as painters_plan
-from painters.evaluate import TOKENIZER_FILES, model_folder_lacks
+from painters.evaluate import model_folder_lacks
 from painters.layershuffle import study as layershuffle_study
 from painters.layershuffle.study import CombinedModel, TrainedModel
 
@@ -413,7 +413,7 @@ AUTO_BATCH_SIZE = 64  # what the cost model assumes `batch_size: auto` finds
 def glue_batches(pending: Sequence[sweep.Job], config: Mapping, models: Mapping, depths: Mapping) -> list[sweep.Batch]:
     """Pending GLUE scores grouped into fine-tuning jobs: one model, task and seed each, at most
     glue.plans_per_job plans (each plan is a fine-tuning run of its own: no work is shared)."""
-    return sweep.glue_batches([j for j in pending if j.train_seed is not None], depths,
+    return sweep.plan_batches([j for j in pending if j.train_seed is not None], depths,
                               {name: config["glue"]["plans_per_job"] for name in models})
 
 
@@ -421,11 +421,7 @@ def vision_batches(pending: Sequence[sweep.Job], depths: Mapping) -> list[sweep.
     """Pending image scores grouped into evaluation jobs: one per model and benchmark, all its plans in
     one shared pass over the test images (a ViT-B/16 on ImageNet's 50,000 images: ~17.5 GFLOP per
     image and plan before sharing, minutes on one GPU; reading the images is most of a job)."""
-    plans_of: dict[tuple[str, str], set[str]] = {}
-    for job in pending:
-        plans_of.setdefault((job.model, job.benchmark), set()).add(job.plan)
-    return [sweep.Batch(model, benchmark, tuple(sorted(keys, key=lambda k: (painters_plan.parse(k).schedule(depths[model]), k))))
-            for (model, benchmark), keys in sorted(plans_of.items())]
+    return sweep.plan_batches(pending, depths, dict.fromkeys(depths))
 
 
 def batch_resources(batch: sweep.Batch, config: Mapping, models: Mapping) -> Resources:
@@ -456,7 +452,7 @@ def check_config(config: Mapping, models: Mapping) -> None:
             raise ValueError(f"models.{name}.path is the demo model {model['path']}, but demo.enabled is false")
         built = model["path"] in demo_models or model["path"] in pretrained
         unbuilt = [base for base in config["layershuffle"]["base_models"]
-                   if model["path"] == f"{sweep.pretrained_vision_folder(config['results'], base)}/model" and model["path"] not in pretrained]
+                   if model["path"] == sweep.pretrained_vision_model(config["results"], base) and not built]
         if unbuilt:
             raise ValueError(f"models.{name}.path is the pretrained LayerShuffle base model {unbuilt[0]} ({model['path']}), but "
                              "layershuffle.enabled is false or its pretrain_steps is 0: nothing makes it (disable the model, or enable those)")
@@ -464,11 +460,11 @@ def check_config(config: Mapping, models: Mapping) -> None:
         if not built and looks_local and not os.path.isdir(os.path.expanduser(model["path"])):
             raise ValueError(f"models.{name}.path {model['path']!r}: no such folder (give a model folder or a Hugging Face id)")
         if not built and os.path.isdir(os.path.expanduser(model["path"])):
-            # a vision model's image processor is checked by its job (the digits need none)
-            vision = model.get("kind") == "vision" or sweep.model_kind(
-                json.loads((Path(model["path"]).expanduser() / "config.json").read_text())
-                if (Path(model["path"]).expanduser() / "config.json").is_file() else {}) == "vision"
-            lacking = model_folder_lacks(Path(model["path"]).expanduser(), () if vision else TOKENIZER_FILES)
+            folder = Path(model["path"]).expanduser()
+            lacking = model_folder_lacks(folder, ())  # config.json and weights
+            # and a tokenizer; a vision model's image processor is checked by its job (the digits need none)
+            if lacking is None and sweep.configured_model_kind(config, name) != "vision":
+                lacking = model_folder_lacks(folder)
             if lacking:
                 raise ValueError(f"models.{name}.path {model['path']!r}: the folder has no {lacking}")
     texts = config["similarity"]["texts"]
