@@ -67,13 +67,13 @@ def check_head(model, data: vision.ImageData, path: str) -> None:
 
 
 def test_split(benchmark: str, model_path: str, *, data_dir: str | None = None, data_seed: int = 0, limit: int | None = None,
-               trust_remote_code: bool = False) -> vision.ImageData:
-    """The benchmark's test split (its first `limit` images), prepared as `model_path` expects."""
+               trained: dict | None = None, trust_remote_code: bool = False) -> vision.ImageData:
+    """The benchmark's test split (its first `limit` images), prepared as `model_path` expects;
+    `trained`: the model's training facts (sweep.trained_facts), where `painters train-vision` made it."""
     if benchmark == "digits":
-        facts = sweep.trained_facts(model_path)
-        if facts is not None and facts.get("data") == "digits" and facts.get("data_seed") != data_seed:
+        if trained is not None and trained.get("data") == "digits" and trained.get("data_seed") != data_seed:
             raise ValueError(f"--data-seed {data_seed}: {model_path} was trained on the digits split of data seed "
-                             f"{facts['data_seed']}; scored on another split, its test images would include training images")
+                             f"{trained['data_seed']}; scored on another split, its test images would include training images")
         data = vision.load_data("digits", data_seed, train=False)
     else:
         data = vision.load_data(benchmark, data_dir=data_dir, image_processor=model_path, train=False,
@@ -129,6 +129,7 @@ def run_command(args) -> int:
     from painters import results, surgery
     from painters.evaluate import IMAGE_PROCESSOR_FILES, check_kind, check_model_source, check_plan_keys
     from painters.layershuffle import training
+    from painters.layershuffle.evaluation import pending_plans
 
     results.safe_name(args.name, "--name")
     check_plan_keys(args.plans)  # the keys, before loading anything
@@ -147,13 +148,13 @@ def run_command(args) -> int:
     model = load_classifier(args.model, args.dtype, device, args.trust_remote_code)
     depth = surgery.num_layers(model)
     plans = check_plan_keys(args.plans, depth)
+    facts = sweep.trained_facts(args.model)
     data = test_split(args.benchmark, args.model, data_dir=args.data_dir, data_seed=args.data_seed, limit=args.limit,
-                      trust_remote_code=args.trust_remote_code)
+                      trained=facts, trust_remote_code=args.trust_remote_code)
     check_head(model, data, args.model)
-    pending = [plan for plan in plans if args.overwrite or not results.score_path(args.out, args.name, plan.key, data.name).exists()]
+    pending = pending_plans(args.out, args.name, plans, data.name, args.overwrite)
     if not pending:
         return 0
-    facts = sweep.trained_facts(args.model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     settings = {"dtype": args.dtype, "limit": args.limit, "data_seed": args.data_seed if args.benchmark == "digits" else None,
                 **({"training": facts["settings"], "trained_from": facts.get("trained_from")} if facts is not None else {})}

@@ -56,10 +56,15 @@ for figure_name in ALL_FIGURES:
             # shown in the caption: the benchmarks, seeds and K the figure plotted, read from its
             # table when the report is made (an object, so the rerun trigger leaves it out)
             plotted=lambda w, output: painters_figures.PlottedFacts(output.table),
-            # lm-eval's limit; an encoder's GLUE scores have none (glue.max_eval_samples is a training setting)
-            limit=lambda w: None if KINDS.get(w.model) == "encoder" else config.get("limit"),
-            # generation's cache mode (README, "Reproducible scores"); encoders generate nothing
-            kv_cache=lambda w: None if KINDS.get(w.model) == "encoder" else config["evaluation"]["kv_cache"],
+            # lm-eval's limit; an encoder's GLUE scores have none (glue.max_eval_samples is a training
+            # setting); a vision model's is vision.limit
+            limit=lambda w: {"encoder": None, "vision": config["vision"]["limit"]}.get(
+                KINDS.get(w.model), config.get("limit")
+            ),
+            # generation's cache mode (README, "Reproducible scores"); encoders and vision models generate nothing
+            kv_cache=lambda w: (
+                None if KINDS.get(w.model) in ("encoder", "vision") else config["evaluation"]["kv_cache"]
+            ),
         shell:
             "painters figures --summary {input.summary:q} {params.similarity} {params.umap} --model {wildcards.model:q}"
             " --figure {wildcards.figure} {params.line_K} --out {output.png:q} {params.style} > {log:q} 2>&1"

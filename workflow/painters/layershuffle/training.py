@@ -381,7 +381,8 @@ def run_command(args) -> int:
         raise ValueError(f"--data-dir is the folder of --data imagefolder, not of {args.data}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    start = read_start(args) if args.start is not None else None
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
+    start = read_start(args, data_dir) if args.start is not None else None
     if start is not None:
         data, model = start_model(args, start)
     elif args.model == "tiny":
@@ -405,7 +406,6 @@ def run_command(args) -> int:
                              log=lambda line: print(line, flush=True), workers=args.workers)
     sequential = accuracy(model, modules, BASELINE, data.test, precision=settings.precision, workers=args.workers)
     # how it was trained (settings) and on what; not where (device, workers: the same numbers)
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
     tiny = args.model == "tiny"
     base = study.trained_from(args.model, args.data, args.data_seed, data_dir, surgery.num_layers(model) if tiny else None,
                               model.config.hidden_size if tiny else None, pretrained=start["settings"] if start else None)
@@ -418,9 +418,9 @@ def run_command(args) -> int:
     return 0
 
 
-def read_start(args) -> dict:
+def read_start(args, data_dir: str | None) -> dict:
     """The facts (training.json) of the folder `--start` names: a model `painters train-vision` wrote,
-    trained from the same base model and data as this run asks for."""
+    trained from the same base model and data (`data_dir` resolved) as this run asks for."""
     folder = Path(args.start)
     facts_file = folder / "training.json"
     if not facts_file.is_file() or not (folder / "model" / "config.json").is_file():
@@ -429,7 +429,6 @@ def read_start(args) -> dict:
     import json
 
     facts = json.loads(facts_file.read_text())
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir is not None else None
     asked = {"base_model": args.model, "data": args.data, "data_seed": args.data_seed, "data_dir": data_dir}
     differ = [f"{key} {facts.get(key)!r} (this run: {value!r})" for key, value in asked.items() if facts.get(key) != value]
     if differ:
