@@ -2,7 +2,6 @@
 classifier scored as it is under every plan in one shared pass, checked against the layers physically
 rebuilt; its kind, its score files, its refusals; and LayerShuffle's pretrained start (train-vision --start)."""
 
-import copy
 import json
 
 import polars as pl
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from painters import cli, results, surgery, sweep
+from painters.exactness import rebuilt_model
 from painters.layershuffle import training, vision
 from painters.plan import parse
 from painters.shared_pass import SharedPass
@@ -33,14 +33,6 @@ def trained_vit(digits):
     return model.eval()
 
 
-def rebuilt(model, order):
-    """A copy of `model` whose stack physically holds the layers of a sequential plan, in its order."""
-    copied = copy.deepcopy(model)
-    copied.vit.layers = torch.nn.ModuleList(copy.deepcopy(model.vit.layers[i]) for i in order)
-    copied.config.num_hidden_layers = len(order)
-    return copied
-
-
 def test_an_image_classifier_is_a_vision_model_and_a_text_model_is_not():
     assert sweep.model_kind({"model_type": "vit", "architectures": ["ViTForImageClassification"]}) == "vision"
     assert sweep.model_kind({"model_type": "deit", "architectures": ["DeiTForImageClassificationWithTeacher"]}) == "vision"
@@ -57,13 +49,12 @@ def test_the_shared_pass_gives_each_plan_the_logits_of_its_layers_physically_reb
     assert sorted(shared) == list(range(len(plans)))
     with torch.no_grad():
         for index, plan in enumerate(plans):
-            schedule = plan.schedule(DEPTH)
             with surgery.apply(trained_vit, plan):
                 alone = trained_vit(pixel_values=images).logits
             assert torch.equal(shared[index], alone), plan.key  # bit for bit: the same computation, each prefix once
-            if all(len(step) == 1 for step in schedule):  # an order of layers: the model rebuilt with them
-                reference = rebuilt(trained_vit, [i for (i,) in schedule])(pixel_values=images).logits
-                torch.testing.assert_close(shared[index], reference, rtol=0, atol=1e-5)
+            # the model rebuilt with the plan's calls physically in its stack (a parallel step: their average)
+            reference = rebuilt_model(trained_vit, plan)(pixel_values=images).logits
+            torch.testing.assert_close(shared[index], reference, rtol=0, atol=1e-5)
     # the plans change the answers: the test would notice a walk that gave every plan the baseline's
     assert not torch.equal(shared[PLANS.index("reverse-N0")], shared[0])
 
@@ -73,8 +64,7 @@ def test_top_1_and_top_5_accuracy_count_what_the_rebuilt_model_gets_right(traine
     scores = top_k_accuracies(trained_vit, plans, digits.test, batch_size=100)
     with torch.no_grad():
         for plan, score in zip(plans, scores):
-            order = [i for (i,) in plan.schedule(DEPTH)]
-            logits = rebuilt(trained_vit, order)(pixel_values=digits.test.pixels).logits
+            logits = rebuilt_model(trained_vit, plan)(pixel_values=digits.test.pixels).logits
             top5 = logits.topk(5, dim=-1).indices
             assert score["acc"] == pytest.approx(float((top5[:, 0] == digits.test.labels).float().mean()))
             assert score["acc_top5"] == pytest.approx(float((top5 == digits.test.labels[:, None]).any(-1).float().mean()))
